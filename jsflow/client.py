@@ -1,0 +1,180 @@
+"""Connecting to NATS: :func:`connect` and :class:`Client`, the entry point to every layer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from jsflow.errors import ConfigError, ConnectionFailedError, map_nats_errors
+from jsflow.observability import get_logger
+
+if TYPE_CHECKING:
+    from jsflow.codec import Codec
+    from jsflow.store import ObjectStore, RetryPolicy
+
+__all__ = ["Client", "connect"]
+
+T = TypeVar("T")
+_log = get_logger(__name__)
+
+# Reconnect defaults for a long-running service: fail over quickly, keep trying for about
+# five minutes (bounded), and buffer publishes made while reconnecting.
+SERVICE_DEFAULTS: dict[str, Any] = {
+    "connect_timeout": 2.0,
+    "allow_reconnect": True,
+    "max_reconnect_attempts": 600,
+    "reconnect_time_wait": 0.5,
+    "ping_interval": 10,
+    "max_outstanding_pings": 3,
+    "pending_size": 8 * 1024 * 1024,
+}
+
+
+class Client:
+    """A connection to NATS with JetStream, and the factory for jsflow's objects.
+
+    Create with :func:`connect`; use ``async with client:`` to close it (and every store,
+    watch and background task it owns) on exit. :attr:`nc` and :attr:`js` are the nats-py
+    objects, for anything jsflow does not wrap.
+    """
+
+    def __init__(self, nc: NatsClient, *, timeout: float = 5.0) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=timeout)
+        self.timeout = timeout
+        self._stores: dict[tuple[str, Any, int], ObjectStore[Any]] = {}
+        self._store_locks: dict[str, asyncio.Lock] = {}
+        self._closers: list[Any] = []
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the underlying connection is up."""
+        return bool(self.nc.is_connected)
+
+    async def object_store(
+        self,
+        bucket: str,
+        tp: type[T],
+        *,
+        ttl: float | None = None,
+        history: int = 1,
+        replicas: int = 1,
+        codec: Codec[T] | None = None,
+        max_value_size: int | None = None,
+        retry: RetryPolicy | None = None,
+        cache_size: int = 1024,
+    ) -> ObjectStore[T]:
+        """Create or bind the KV ``bucket`` holding values of type ``tp`` (idempotent).
+
+        ``ttl`` ages out every key (seconds); per-key TTLs are given on writes. The same
+        bucket, type and codec asked for twice returns the same store, so in-process
+        combining of concurrent updates spans every caller.
+        """
+        from jsflow.store import ObjectStore
+
+        cache_key = (bucket, tp, id(codec))
+        store = self._stores.get(cache_key)
+        if store is not None:
+            return store
+        lock = self._store_locks.setdefault(bucket, asyncio.Lock())
+        async with lock:
+            store = self._stores.get(cache_key)
+            if store is None:
+                store = await ObjectStore.open(
+                    self,
+                    bucket,
+                    tp,
+                    ttl=ttl,
+                    history=history,
+                    replicas=replicas,
+                    codec=codec,
+                    max_value_size=max_value_size,
+                    retry=retry,
+                    cache_size=cache_size,
+                )
+                self._stores[cache_key] = store
+        return store
+
+    def on_close(self, closer: Any) -> None:
+        """Register an object with an async ``aclose()`` to be closed with this client."""
+        self._closers.append(closer)
+
+    async def close(self) -> None:
+        """Close every store and registered object, then drain and close the connection."""
+        for closer in reversed(self._closers):
+            try:
+                await closer.aclose()
+            except Exception as exc:  # closing must go on
+                _log.warning("client.close_failed", error=repr(exc))
+        self._closers.clear()
+        for store in list(self._stores.values()):
+            await store.aclose()
+        self._stores.clear()
+        if not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception:
+                await self.nc.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+async def _log_error(exc: Exception) -> None:
+    _log.warning("nats.error", error=repr(exc))
+
+
+async def _log_disconnected() -> None:
+    _log.info("nats.disconnected")
+
+
+async def _log_reconnected() -> None:
+    _log.info("nats.reconnected")
+
+
+async def connect(
+    url_or_urls: str | Sequence[str] = "nats://127.0.0.1:4222",
+    *,
+    timeout: float = 5.0,
+    **nats_options: Any,
+) -> Client:
+    """Connect to NATS and return a :class:`Client`.
+
+    ``url_or_urls`` is one URL or a list (the client fails over between them). Service-style
+    reconnect defaults apply (bounded: about five minutes of attempts); any nats-py
+    ``connect`` option given here overrides them. ``timeout`` bounds each JetStream request.
+    """
+    servers = [url_or_urls] if isinstance(url_or_urls, str) else list(url_or_urls)
+    if not servers or not all(isinstance(s, str) and s for s in servers):
+        raise ConfigError(f"connect() needs one or more server URLs, got {url_or_urls!r}")
+    if timeout <= 0:
+        raise ConfigError(f"timeout must be positive, got {timeout}")
+    options = {
+        **SERVICE_DEFAULTS,
+        "error_cb": _log_error,
+        "disconnected_cb": _log_disconnected,
+        "reconnected_cb": _log_reconnected,
+        **nats_options,
+    }
+    try:
+        with map_nats_errors():
+            nc = await nats.connect(servers=servers, **options)
+    except ConnectionFailedError:
+        raise
+    except OSError as exc:  # pragma: no cover - mapped above in practice
+        raise ConnectionFailedError(str(exc)) from exc
+    return Client(nc, timeout=timeout)

@@ -1,0 +1,872 @@
+"""ObjectStore[T]: typed state in a JetStream KV bucket with optimistic read-modify-write.
+
+Every write of :meth:`ObjectStore.update` is a compare-and-set on the revision it read. In one
+process, concurrent updates of a key are *combined*: queued in arrival order, applied to one
+read, and written with one compare-and-set; each caller still gets its own result. The store
+remembers the last entry it read or wrote for recently used keys and tries the compare-and-set
+against it first, so an uncontended update costs one round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import enum
+import inspect
+import math
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import api
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+)
+
+from jsflow.codec import Codec, codec_for
+from jsflow.errors import (
+    BucketError,
+    CodecError,
+    ConfigError,
+    ConflictError,
+    JsflowError,
+    KeyExistsError,
+    PayloadTooLargeError,
+    map_nats_errors,
+)
+from jsflow.keys import validate_key, validate_pattern
+from jsflow.observability import get_logger, tracer
+
+if TYPE_CHECKING:
+    from jsflow.client import Client
+
+__all__ = ["Change", "Entry", "KeyListener", "ObjectStore", "Op", "RetryPolicy", "Watch"]
+
+T = TypeVar("T")
+_log = get_logger(__name__)
+
+_KV_OP = "KV-Operation"
+_MARKER_REASON = "Nats-Marker-Reason"
+_EXPECTED_LAST_SUBJ_SEQ = "Nats-Expected-Last-Subject-Sequence"
+_TTL = "Nats-TTL"
+_ROLLUP = "Nats-Rollup"
+_WRONG_LAST_SEQUENCE = (10071, 10164)
+_BUCKET_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+class Op(enum.Enum):
+    """What a change did to a key."""
+
+    PUT = "PUT"
+    DELETE = "DEL"
+    PURGE = "PURGE"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry(Generic[T]):
+    """A key's value at a revision (the stream sequence of the write)."""
+
+    key: str
+    value: T
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Change(Generic[T]):
+    """One change of a key, as seen by :meth:`ObjectStore.watch` and ``history``.
+
+    ``value`` is ``None`` for deletes and purges (including server-side TTL expiry).
+    """
+
+    key: str
+    value: T | None
+    revision: int
+    op: Op
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounds on :meth:`ObjectStore.update` retries after revision conflicts.
+
+    Backoff is exponential with full jitter: attempt ``n`` sleeps a random time in
+    ``[0, min(max_backoff, initial_backoff * 2**n)]``. Retrying stops at ``attempts`` or
+    when ``deadline`` seconds have passed, whichever comes first.
+    """
+
+    attempts: int = 20
+    deadline: float = 10.0
+    initial_backoff: float = 0.002
+    max_backoff: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ConfigError(f"RetryPolicy.attempts must be >= 1, got {self.attempts}")
+        if not self.deadline > 0:
+            raise ConfigError(f"RetryPolicy.deadline must be > 0, got {self.deadline}")
+        if self.initial_backoff < 0 or self.max_backoff < self.initial_backoff:
+            raise ConfigError("RetryPolicy needs 0 <= initial_backoff <= max_backoff")
+
+
+@dataclass(slots=True)
+class _Raw:
+    """Stored bytes of a key at a revision; ``data is None`` means absent or deleted."""
+
+    revision: int
+    data: bytes | None
+
+
+@dataclass(slots=True)
+class _Pending(Generic[T]):
+    fn: Callable[[T], T | None]
+    future: asyncio.Future[Entry[T]]
+    ttl: float | None
+
+
+@dataclass(slots=True)
+class _Slot(Generic[T]):
+    pending: list[_Pending[T]] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+
+class _Conflict(Exception):
+    """Internal: a compare-and-set lost; carries whether the base came from the cache."""
+
+    def __init__(self, from_cache: bool, revision: int) -> None:
+        self.from_cache = from_cache
+        self.revision = revision
+
+
+def _ttl_header(ttl: float) -> str:
+    if not ttl > 0 or math.isinf(ttl):
+        raise ConfigError(f"ttl must be a positive number of seconds, got {ttl}")
+    # nats-py would send int(seconds); the server takes Go durations, so keep milliseconds.
+    return f"{max(1, round(ttl * 1000))}ms"
+
+
+def _op_of(headers: dict[str, str] | None) -> Op:
+    if not headers:
+        return Op.PUT
+    op = headers.get(_KV_OP)
+    if op == "DEL":
+        return Op.DELETE
+    if op == "PURGE":
+        return Op.PURGE
+    reason = headers.get(_MARKER_REASON)
+    if reason in ("MaxAge", "Purge"):
+        return Op.PURGE
+    if reason == "Remove":
+        return Op.DELETE
+    return Op.PUT
+
+
+class ObjectStore(Generic[T]):
+    """Typed values of type ``T`` in the JetStream KV bucket :attr:`bucket`.
+
+    Get one with :meth:`jsflow.Client.object_store`. All methods validate keys before any I/O
+    and raise :class:`jsflow.InvalidKeyError` for illegal ones.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        bucket: str,
+        codec: Codec[T],
+        *,
+        retry: RetryPolicy,
+        cache_size: int,
+        max_value_size: int,
+    ) -> None:
+        self._client = client
+        self.bucket = bucket
+        self.codec = codec
+        self.retry = retry
+        self._stream = f"KV_{bucket}"
+        self._prefix = f"$KV.{bucket}."
+        self._cache: OrderedDict[str, _Raw] = OrderedDict()
+        self._cache_size = cache_size
+        self._max_value_size = max_value_size
+        self._slots: dict[str, _Slot[T]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._hub: _ListenerHub[T] | None = None
+        self._hub_lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        client: Client,
+        bucket: str,
+        tp: type[T],
+        *,
+        ttl: float | None = None,
+        history: int = 1,
+        replicas: int = 1,
+        codec: Codec[T] | None = None,
+        max_value_size: int | None = None,
+        retry: RetryPolicy | None = None,
+        cache_size: int = 1024,
+    ) -> ObjectStore[T]:
+        """Create or bind ``bucket`` (idempotent); prefer :meth:`jsflow.Client.object_store`."""
+        if not bucket or not set(bucket) <= _BUCKET_NAME_CHARS:
+            raise ConfigError(f"invalid bucket name {bucket!r}: use A-Z a-z 0-9 - _")
+        if not 1 <= history <= 64:
+            raise ConfigError(f"history must be between 1 and 64, got {history}")
+        if replicas not in (1, 2, 3, 4, 5):
+            raise ConfigError(f"replicas must be between 1 and 5, got {replicas}")
+        if ttl is not None and not ttl > 0:
+            raise ConfigError(f"ttl must be positive, got {ttl}")
+        if cache_size < 0:
+            raise ConfigError(f"cache_size must be >= 0, got {cache_size}")
+        resolved = codec_for(tp, codec)
+        server_max = int(client.nc.max_payload) - 1024  # room for headers
+        limit = min(max_value_size, server_max) if max_value_size else server_max
+        js = client.js
+        with map_nats_errors(bucket=bucket):
+            try:
+                await js.stream_info(f"KV_{bucket}")
+            except nats.js.errors.NotFoundError:
+                config = api.KeyValueConfig(
+                    bucket=bucket,
+                    history=history,
+                    ttl=ttl,
+                    replicas=replicas,
+                    direct=True,
+                    max_value_size=max_value_size or -1,
+                    storage=api.StorageType.FILE,
+                    # Markers make server-side expiry of per-key TTLs visible to watchers.
+                    limit_marker_ttl=1.0,
+                )
+                try:
+                    await js.create_key_value(config)
+                except nats.js.errors.BadRequestError as exc:
+                    if exc.err_code != 10058:  # created concurrently with another config
+                        raise BucketError(f"cannot create bucket {bucket!r}: {exc}") from exc
+        return cls(
+            client,
+            bucket,
+            resolved,
+            retry=retry or RetryPolicy(),
+            cache_size=cache_size,
+            max_value_size=limit,
+        )
+
+    # -- low level -------------------------------------------------------------------------
+
+    def _remember(self, key: str, raw: _Raw) -> None:
+        if self._cache_size == 0:
+            return
+        old = self._cache.get(key)
+        if old is not None and old.revision > raw.revision:
+            return
+        self._cache[key] = raw
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def _decode(self, key: str, raw: _Raw) -> T:
+        assert raw.data is not None
+        try:
+            return self.codec.decode(raw.data)
+        except Exception as exc:
+            raise CodecError(
+                f"cannot decode value: {type(exc).__name__}: {exc}",
+                bucket=self.bucket,
+                key=key,
+                revision=raw.revision,
+            ) from exc
+
+    def _encode(self, key: str, value: T) -> bytes:
+        try:
+            data = self.codec.encode(value)
+        except CodecError as exc:
+            raise CodecError(str(exc), bucket=self.bucket, key=key) from exc
+        except Exception as exc:
+            raise CodecError(
+                f"cannot encode {type(value).__name__}: {exc}", bucket=self.bucket, key=key
+            ) from exc
+        if len(data) > self._max_value_size:
+            raise PayloadTooLargeError(
+                f"value for key {key!r} in bucket {self.bucket!r} is {len(data)} bytes; "
+                f"the limit is {self._max_value_size}"
+            )
+        return data
+
+    async def _read(self, key: str) -> _Raw:
+        subject = self._prefix + key
+        with map_nats_errors(bucket=self.bucket, key=key):
+            try:
+                msg = await self._client.js.get_msg(self._stream, subject=subject, direct=True)
+            except nats.js.errors.NotFoundError:
+                raw = _Raw(0, None)
+                self._remember(key, raw)
+                return raw
+        op = _op_of(msg.headers)
+        seq = int(msg.seq or 0)
+        raw = _Raw(seq, (msg.data or b"") if op is Op.PUT else None)
+        self._remember(key, raw)
+        return raw
+
+    async def _publish(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        expected: int | None = None,
+        ttl: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        hdrs = dict(headers) if headers else {}
+        if expected is not None:
+            hdrs[_EXPECTED_LAST_SUBJ_SEQ] = str(expected)
+        if ttl is not None:
+            hdrs[_TTL] = _ttl_header(ttl)
+        subject = self._prefix + key
+        with map_nats_errors(bucket=self.bucket, key=key):
+            try:
+                ack = await self._client.js.publish(subject, data, headers=hdrs or None)
+            except nats.js.errors.APIError as exc:
+                if exc.err_code in _WRONG_LAST_SEQUENCE:
+                    raise ConflictError(self.bucket, key, revision=expected) from exc
+                raise
+        return int(ack.seq)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Entry[T] | None:
+        """The current value of ``key``, or ``None`` when absent or deleted."""
+        validate_key(key)
+        with tracer().start_as_current_span("jsflow.store.get") as span:
+            span.set_attribute("jsflow.bucket", self.bucket)
+            span.set_attribute("jsflow.key", key)
+            raw = await self._read(key)
+            if raw.data is None:
+                return None
+            return Entry(key, self._decode(key, raw), raw.revision)
+
+    async def keys(self, filter: str = ">") -> list[str]:
+        """Keys matching ``filter`` whose latest entry is not a delete (sorted)."""
+        validate_pattern(filter)
+        found = []
+        for msg in await self._scan(filter, api.DeliverPolicy.LAST_PER_SUBJECT, headers_only=True):
+            if _op_of(msg.headers) is Op.PUT:
+                found.append(msg.subject[len(self._prefix) :])
+        return sorted(found)
+
+    async def history(self, key: str) -> list[Change[T]]:
+        """Every retained change of ``key``, oldest first (``history=`` of the bucket)."""
+        validate_key(key)
+        return [self._change_from_msg(m) for m in await self._scan(key, api.DeliverPolicy.ALL)]
+
+    async def _scan(
+        self, pattern: str, policy: api.DeliverPolicy, *, headers_only: bool = False
+    ) -> list[Msg]:
+        """Read what matches ``pattern`` up to now through a short-lived ordered consumer."""
+        subject = self._prefix + pattern
+        js = self._client.js
+        msgs: list[Msg] = []
+        with map_nats_errors(bucket=self.bucket, subject=subject):
+            sub = await js.subscribe(
+                subject,
+                stream=self._stream,
+                ordered_consumer=True,
+                deliver_policy=policy,
+                headers_only=headers_only,
+                inactive_threshold=30.0,
+            )
+            try:
+                info = await sub.consumer_info()
+                if info.num_pending == 0 and sub.delivered == 0:
+                    return msgs
+                while True:
+                    msg = await sub.next_msg(timeout=self._client.timeout)
+                    msgs.append(msg)
+                    if msg.metadata.num_pending == 0:
+                        return msgs
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def put(self, key: str, value: T, *, ttl: float | None = None) -> Entry[T]:
+        """Write ``value`` unconditionally; returns the new entry. ``ttl`` expires this key."""
+        validate_key(key)
+        data = self._encode(key, value)
+        revision = await self._publish(key, data, ttl=ttl)
+        self._remember(key, _Raw(revision, data))
+        return Entry(key, value, revision)
+
+    async def create(self, key: str, value: T, *, ttl: float | None = None) -> Entry[T]:
+        """Write ``value`` only if ``key`` is absent (or deleted); else :class:`KeyExistsError`."""
+        validate_key(key)
+        data = self._encode(key, value)
+        try:
+            revision = await self._publish(key, data, expected=0, ttl=ttl)
+        except ConflictError:
+            raw = await self._read(key)
+            if raw.data is not None:
+                raise KeyExistsError(self.bucket, key, raw.revision) from None
+            try:  # the last entry is a delete marker: create over it
+                revision = await self._publish(key, data, expected=raw.revision, ttl=ttl)
+            except ConflictError:
+                raise KeyExistsError(self.bucket, key) from None
+        self._remember(key, _Raw(revision, data))
+        return Entry(key, value, revision)
+
+    async def compare_and_set(
+        self, key: str, value: T, revision: int, *, ttl: float | None = None
+    ) -> Entry[T]:
+        """Write ``value`` only if the latest revision of ``key`` is ``revision`` (0: absent).
+
+        Raises :class:`ConflictError` at once when it is not; no retry.
+        """
+        validate_key(key)
+        if revision < 0:
+            raise ConfigError(f"revision must be >= 0, got {revision}")
+        data = self._encode(key, value)
+        new_revision = await self._publish(key, data, expected=revision, ttl=ttl)
+        self._remember(key, _Raw(new_revision, data))
+        return Entry(key, value, new_revision)
+
+    async def delete(self, key: str, revision: int | None = None) -> None:
+        """Delete ``key`` (a delete marker; history is kept).
+
+        With ``revision``, only if that is still the latest revision, else :class:`ConflictError`.
+        """
+        validate_key(key)
+        new = await self._publish(key, b"", expected=revision, headers={_KV_OP: "DEL"})
+        self._remember(key, _Raw(new, None))
+
+    async def purge(self, key: str) -> None:
+        """Delete ``key`` and every retained revision of it."""
+        validate_key(key)
+        new = await self._publish(key, b"", headers={_KV_OP: "PURGE", _ROLLUP: "sub"})
+        self._remember(key, _Raw(new, None))
+
+    async def reset(self, key: str) -> Entry[T]:
+        """Write the empty value ``T()`` with the same compare-and-set loop as :meth:`update`."""
+        return await self.update(key, lambda _: self.codec.new())
+
+    async def update(
+        self, key: str, fn: Callable[[T], T | None], *, ttl: float | None = None
+    ) -> Entry[T]:
+        """Apply ``fn`` to the current value and write the result with compare-and-set.
+
+        ``fn`` receives ``T()`` when the key is absent; it may mutate its argument in place and
+        return ``None``, or return a new value. It must be pure and quick: it runs again on a
+        conflict. Concurrent calls on one key in this process are combined and applied in
+        arrival order; one whose ``fn`` raises gets that exception, the others are unaffected.
+        After the retry budget (:class:`RetryPolicy`) runs out, raises :class:`ConflictError`.
+        """
+        validate_key(key)
+        if not callable(fn):
+            raise ConfigError(f"update() needs a callable, got {type(fn).__name__}")
+        if ttl is not None:
+            _ttl_header(ttl)
+        if self._closed:
+            raise JsflowError(f"store {self.bucket!r} is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Entry[T]] = loop.create_future()
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _Slot()
+        slot.pending.append(_Pending(fn, future, ttl))
+        if slot.task is None:
+            slot.task = self._spawn(self._drain(key, slot))
+        return await future
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _drain(self, key: str, slot: _Slot[T]) -> None:
+        try:
+            while slot.pending:
+                ttl = slot.pending[0].ttl
+                n = 1
+                while n < len(slot.pending) and slot.pending[n].ttl == ttl:
+                    n += 1
+                batch, slot.pending[:n] = slot.pending[:n], []
+                try:
+                    await self._apply_batch(key, batch, ttl)
+                except BaseException as exc:
+                    for op in batch:
+                        if not op.future.done():
+                            if isinstance(exc, asyncio.CancelledError):
+                                op.future.cancel()
+                            else:
+                                op.future.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+        finally:
+            slot.task = None
+            if slot.pending:  # cancelled with work queued: fail it rather than hang
+                for op in slot.pending:
+                    if not op.future.done():
+                        op.future.cancel()
+                slot.pending.clear()
+            if self._slots.get(key) is slot:
+                del self._slots[key]
+
+    def _apply(
+        self, key: str, raw: _Raw, batch: list[_Pending[T]]
+    ) -> tuple[T | None, list[T | BaseException]]:
+        state = self._decode(key, raw) if raw.data is not None else self.codec.new()
+        outcomes: list[T | BaseException] = []
+        last_ok: T | None = None
+        single = len(batch) == 1
+        for op in batch:
+            candidate = state if single else copy.deepcopy(state)
+            try:
+                result = op.fn(candidate)
+                if inspect.isawaitable(result):
+                    if inspect.iscoroutine(result):
+                        result.close()
+                    raise ConfigError("update() fn must be a plain function, not async")
+            except Exception as exc:
+                outcomes.append(exc)
+                continue
+            state = candidate if result is None else result
+            outcomes.append(state)
+            last_ok = state
+        return last_ok, outcomes
+
+    async def _apply_batch(self, key: str, batch: list[_Pending[T]], ttl: float | None) -> None:
+        policy = self.retry
+        started = time.monotonic()
+        conflicts = 0
+        cached = self._cache.get(key)
+        base: _Raw | None = cached
+        from_cache = cached is not None
+
+        def wait(state: RetryCallState) -> float:
+            # A stale cached revision is not contention: re-read at once.
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, _Conflict) and exc.from_cache:
+                return 0.0
+            n = state.attempt_number
+            cap = min(policy.max_backoff, policy.initial_backoff * (2 ** (n - 1)))
+            return random.uniform(0, cap)
+
+        with tracer().start_as_current_span("jsflow.store.update") as span:
+            span.set_attribute("jsflow.bucket", self.bucket)
+            span.set_attribute("jsflow.key", key)
+            span.set_attribute("jsflow.batch_size", len(batch))
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.deadline),
+                wait=wait,
+                retry=retry_if_exception_type(_Conflict),
+                reraise=True,
+            )
+            attempts = 0
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        attempts += 1
+                        if base is None:
+                            base = await self._read(key)
+                            from_cache = False
+                        last_ok, outcomes = self._apply(key, base, batch)
+                        if last_ok is None:  # every fn raised: nothing to write
+                            break
+                        data = self._encode(key, last_ok)
+                        try:
+                            revision = await self._publish(
+                                key, data, expected=base.revision, ttl=ttl
+                            )
+                        except ConflictError:
+                            conflicts += 1
+                            stale = base.revision
+                            self._cache.pop(key, None)
+                            base = None
+                            raise _Conflict(from_cache, stale) from None
+                        self._remember(key, _Raw(revision, data))
+                        for op, outcome in zip(batch, outcomes, strict=True):
+                            if isinstance(outcome, BaseException):
+                                op.future.set_exception(outcome)
+                            else:
+                                op.future.set_result(Entry(key, outcome, revision))
+                        break
+            except _Conflict as exc:
+                span.set_attribute("jsflow.attempts", attempts)
+                span.set_attribute("jsflow.conflicts", conflicts)
+                _log.debug(
+                    "store.update.gave_up",
+                    bucket=self.bucket,
+                    key=key,
+                    attempts=attempts,
+                    seconds=round(time.monotonic() - started, 3),
+                )
+                raise ConflictError(
+                    self.bucket, key, attempts=attempts, revision=exc.revision
+                ) from None
+            span.set_attribute("jsflow.attempts", attempts)
+            span.set_attribute("jsflow.conflicts", conflicts)
+            if attempts > 1:
+                _log.debug(
+                    "store.update.retried",
+                    bucket=self.bucket,
+                    key=key,
+                    attempts=attempts,
+                    batch=len(batch),
+                )
+        for op, outcome in zip(batch, outcomes, strict=True):
+            if not op.future.done() and isinstance(outcome, BaseException):
+                op.future.set_exception(outcome)
+
+    # -- watching --------------------------------------------------------------------------
+
+    def watch(
+        self,
+        key_or_pattern: str = ">",
+        *,
+        include_history: bool = False,
+        updates_only: bool = False,
+    ) -> Watch[T]:
+        """Changes of keys matching ``key_or_pattern``, as an async iterator.
+
+        By default it first yields the latest value of each matching key, then every change
+        as it happens; ``include_history`` replays all retained revisions first, and
+        ``updates_only`` skips the initial values. It survives reconnects and server restarts
+        without losing or repeating a change. Use ``async with`` (or ``aclose()``) to stop.
+        """
+        validate_pattern(key_or_pattern)
+        if include_history and updates_only:
+            raise ConfigError("include_history and updates_only exclude each other")
+        if include_history:
+            policy = api.DeliverPolicy.ALL
+        elif updates_only:
+            policy = api.DeliverPolicy.NEW
+        else:
+            policy = api.DeliverPolicy.LAST_PER_SUBJECT
+        return Watch(self, key_or_pattern, policy)
+
+    async def listen(self, key: str) -> KeyListener[T]:
+        """Register for changes of ``key`` on the store's one shared watch of the bucket.
+
+        Every listener of every key in this store shares a single server-side consumer, so
+        10,000 waiters cost the server what one does. Register *before* reading the state you
+        wait on, then ``await listener.wait()``; close with ``listener.close()``.
+        """
+        validate_key(key)
+        hub = await self._ensure_hub()
+        return hub.add(key)
+
+    async def _ensure_hub(self) -> _ListenerHub[T]:
+        if self._hub is not None and self._hub.alive:
+            return self._hub
+        async with self._hub_lock:
+            if self._hub is None or not self._hub.alive:
+                hub: _ListenerHub[T] = _ListenerHub(self)
+                await hub.start()
+                self._hub = hub
+        return self._hub
+
+    def _change_from_msg(self, msg: Msg) -> Change[T]:
+        key = msg.subject[len(self._prefix) :]
+        revision = int(msg.metadata.sequence.stream)
+        op = _op_of(msg.headers)
+        value: T | None = None
+        if op is Op.PUT:
+            value = self._decode(key, _Raw(revision, msg.data))
+        return Change(key, value, revision, op)
+
+    async def aclose(self) -> None:
+        """Stop the shared watch and wait for in-flight combined updates."""
+        self._closed = True
+        if self._hub is not None:
+            await self._hub.stop()
+            self._hub = None
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+async def _ordered_subscribe(
+    store: ObjectStore[Any],
+    subject: str,
+    policy: api.DeliverPolicy,
+    cb: Callable[[Msg], Any],
+    *,
+    start_seq: int | None = None,
+) -> Any:
+    """An ordered push consumer with heartbeats: nats-py re-creates it after a gap or restart."""
+    config = api.ConsumerConfig(
+        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if start_seq else policy,
+        opt_start_seq=start_seq,
+        inactive_threshold=300.0,
+    )
+    with map_nats_errors(bucket=store.bucket, subject=subject):
+        return await store._client.js.subscribe(
+            subject,
+            stream=store._stream,
+            cb=cb,
+            ordered_consumer=True,
+            idle_heartbeat=1.0,
+            config=config,
+            deliver_policy=None if start_seq else policy,
+        )
+
+
+class Watch(Generic[T]):
+    """Async iterator of :class:`Change` for a key or pattern (from :meth:`ObjectStore.watch`)."""
+
+    def __init__(self, store: ObjectStore[T], pattern: str, policy: api.DeliverPolicy) -> None:
+        self._store = store
+        self._subject = store._prefix + pattern
+        self._policy = policy
+        self._queue: asyncio.Queue[Change[T] | BaseException] = asyncio.Queue()
+        self._sub: Any = None
+        self._last = 0
+        self._closed = False
+
+    async def _on_msg(self, msg: Msg) -> None:
+        revision = int(msg.metadata.sequence.stream)
+        if revision <= self._last:  # a consumer re-created after a reconnect may repeat
+            return
+        self._last = revision
+        try:
+            change = self._store._change_from_msg(msg)
+        except CodecError as exc:
+            self._queue.put_nowait(exc)
+            return
+        self._queue.put_nowait(change)
+
+    async def start(self) -> None:
+        """Create the server-side consumer (done by the first ``__anext__`` otherwise)."""
+        if self._sub is None:
+            self._sub = await _ordered_subscribe(
+                self._store, self._subject, self._policy, self._on_msg
+            )
+
+    def __aiter__(self) -> Watch[T]:
+        return self
+
+    async def __anext__(self) -> Change[T]:
+        if self._closed:
+            raise StopAsyncIteration
+        await self.start()
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def aclose(self) -> None:
+        """Stop watching and delete the consumer."""
+        self._closed = True
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def __aenter__(self) -> Watch[T]:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class KeyListener(Generic[T]):
+    """One waiter's view of a key's changes, fed by the store's shared watch."""
+
+    def __init__(self, hub: _ListenerHub[T], key: str) -> None:
+        self._hub = hub
+        self.key = key
+        self._event = asyncio.Event()
+        self.latest: Change[T] | None = None
+
+    def _notify(self, change: Change[T]) -> None:
+        self.latest = change
+        self._event.set()
+
+    async def wait(self, timeout: float | None = None) -> Change[T] | None:
+        """Wait for the next change of the key; ``None`` on timeout."""
+        try:
+            if timeout is None:
+                await self._event.wait()
+            else:
+                await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return None
+        self._event.clear()
+        return self.latest
+
+    def close(self) -> None:
+        """Stop receiving changes."""
+        self._hub.remove(self)
+
+    def __enter__(self) -> KeyListener[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _ListenerHub(Generic[T]):
+    """One ordered consumer on the whole bucket, dispatching changes to key listeners."""
+
+    def __init__(self, store: ObjectStore[T]) -> None:
+        self._store = store
+        self._listeners: dict[str, set[KeyListener[T]]] = {}
+        self._sub: Any = None
+        self._last = 0
+        self.alive = False
+
+    async def start(self) -> None:
+        self._sub = await _ordered_subscribe(
+            self._store, self._store._prefix + ">", api.DeliverPolicy.NEW, self._on_msg
+        )
+        self.alive = True
+
+    async def _on_msg(self, msg: Msg) -> None:
+        revision = int(msg.metadata.sequence.stream)
+        if revision <= self._last:
+            return
+        self._last = revision
+        key = msg.subject[len(self._store._prefix) :]
+        listeners = self._listeners.get(key)
+        if not listeners:
+            return
+        try:
+            change = self._store._change_from_msg(msg)
+        except CodecError:
+            change = Change(key, None, revision, Op.PUT)
+        for listener in list(listeners):
+            listener._notify(change)
+
+    def add(self, key: str) -> KeyListener[T]:
+        listener = KeyListener(self, key)
+        self._listeners.setdefault(key, set()).add(listener)
+        return listener
+
+    def remove(self, listener: KeyListener[T]) -> None:
+        group = self._listeners.get(listener.key)
+        if group is not None:
+            group.discard(listener)
+            if not group:
+                del self._listeners[listener.key]
+
+    async def stop(self) -> None:
+        self.alive = False
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
