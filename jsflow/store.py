@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import api
@@ -170,6 +171,25 @@ def _op_of(headers: dict[str, str] | None) -> Op:
     return Op.PUT
 
 
+async def _await_stream_leader(client: Client, bucket: str) -> None:
+    """Wait (bounded by the client's timeout) until a new replicated bucket has a leader.
+
+    A clustered stream answers its creation before its replicas elect a leader; a write in
+    between finds no stream (``NoStreamResponseError``), so wait here instead.
+    """
+    deadline = time.monotonic() + client.timeout
+    while True:
+        try:
+            info = await client.js.stream_info(f"KV_{bucket}")
+            if info.cluster is None or info.cluster.leader:
+                return
+        except nats.errors.TimeoutError:
+            pass
+        if time.monotonic() > deadline:
+            raise BucketError(f"bucket {bucket!r} has no stream leader after {client.timeout}s")
+        await asyncio.sleep(0.05)
+
+
 class ObjectStore(Generic[T]):
     """Typed values of type ``T`` in the JetStream KV bucket :attr:`bucket`.
 
@@ -252,6 +272,8 @@ class ObjectStore(Generic[T]):
                 except nats.js.errors.BadRequestError as exc:
                     if exc.err_code != 10058:  # created concurrently with another config
                         raise BucketError(f"cannot create bucket {bucket!r}: {exc}") from exc
+                if replicas > 1:
+                    await _await_stream_leader(client, bucket)
         return cls(
             client,
             bucket,
@@ -386,7 +408,10 @@ class ObjectStore(Generic[T]):
             )
             try:
                 info = await sub.consumer_info()
-                if info.num_pending == 0 and sub.delivered == 0:
+                # Nothing to read only if the server has nothing pending *and* delivered
+                # nothing yet: messages it already pushed may still be in flight to us.
+                delivered = info.delivered.consumer_seq if info.delivered else 0
+                if info.num_pending == 0 and not delivered:
                     return msgs
                 while True:
                     msg = await sub.next_msg(timeout=self._client.timeout)
@@ -394,8 +419,7 @@ class ObjectStore(Generic[T]):
                     if msg.metadata.num_pending == 0:
                         return msgs
             finally:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+                await _close_subscription(self, sub)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -720,6 +744,20 @@ async def _ordered_subscribe(
         )
 
 
+async def _close_subscription(store: ObjectStore[Any], sub: Any) -> None:
+    """Unsubscribe and delete the (ordered, ephemeral) consumer behind ``sub``.
+
+    Unsubscribing alone leaves the consumer on the server until its inactive threshold
+    passes; consumers are scarce, so delete it now (best effort: it may already be gone).
+    """
+    with contextlib.suppress(Exception):
+        await sub.unsubscribe()
+    name = getattr(sub, "_consumer", None)
+    if name and not store._client.nc.is_closed:
+        with contextlib.suppress(Exception):
+            await store._client.js.delete_consumer(store._stream, name)
+
+
 class Watch(Generic[T]):
     """Async iterator of :class:`Change` for a key or pattern (from :meth:`ObjectStore.watch`)."""
 
@@ -766,10 +804,9 @@ class Watch(Generic[T]):
     async def aclose(self) -> None:
         """Stop watching and delete the consumer."""
         self._closed = True
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await _close_subscription(self._store, sub)
 
     async def __aenter__(self) -> Watch[T]:
         await self.start()
@@ -866,7 +903,6 @@ class _ListenerHub(Generic[T]):
 
     async def stop(self) -> None:
         self.alive = False
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await _close_subscription(self._store, sub)
