@@ -16,6 +16,12 @@ from jsflow.observability import get_logger
 
 if TYPE_CHECKING:
     from jsflow.codec import Codec
+    from jsflow.coordination.counter import Counter
+    from jsflow.coordination.election import Election
+    from jsflow.coordination.lock import Lock
+    from jsflow.coordination.rate_limiter import RateLimiter
+    from jsflow.coordination.semaphore import Semaphore
+    from jsflow.coordination.wait_group import WaitGroup
     from jsflow.store import ObjectStore, RetryPolicy
 
 __all__ = ["Client", "connect"]
@@ -100,6 +106,46 @@ class Client:
                 )
                 self._stores[cache_key] = store
         return store
+
+    # Coordination primitives. Imported lazily: they live in a layer above this one.
+
+    def lock(self, name: str, ttl: float = 10.0, **options: Any) -> Lock:
+        """A distributed lease lock named ``name`` (see :class:`jsflow.Lock`)."""
+        from jsflow.coordination.lock import Lock
+
+        return Lock(self, name, ttl=ttl, **options)
+
+    def semaphore(self, name: str, permits: int, ttl: float = 10.0, **options: Any) -> Semaphore:
+        """A distributed semaphore with ``permits`` holders at once."""
+        from jsflow.coordination.semaphore import Semaphore
+
+        return Semaphore(self, name, permits, ttl=ttl, **options)
+
+    def rate_limiter(
+        self, name: str, rate: float, per: float = 1.0, burst: int | None = None, **options: Any
+    ) -> RateLimiter:
+        """A distributed rate limiter: ``rate`` per ``per`` seconds, bursts of ``burst``."""
+        from jsflow.coordination.rate_limiter import RateLimiter
+
+        return RateLimiter(self, name, rate, per=per, burst=burst, **options)
+
+    def counter(self, name: str, **options: Any) -> Counter:
+        """A distributed counter family named ``name``."""
+        from jsflow.coordination.counter import Counter
+
+        return Counter(self, name, **options)
+
+    def wait_group(self, name: str, **options: Any) -> WaitGroup:
+        """A distributed wait group named ``name``."""
+        from jsflow.coordination.wait_group import WaitGroup
+
+        return WaitGroup(self, name, **options)
+
+    def election(self, name: str, ttl: float = 5.0, **options: Any) -> Election:
+        """Leader election for ``name`` with a leadership lease of ``ttl`` seconds."""
+        from jsflow.coordination.election import Election
+
+        return Election(self, name, ttl=ttl, **options)
 
     def on_close(self, closer: Any) -> None:
         """Register an object with an async ``aclose()`` to be closed with this client."""

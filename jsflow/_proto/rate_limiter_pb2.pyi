@@ -1,0 +1,15 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RateLimitState(_message.Message):
+    __slots__ = ("tat", "window")
+    TAT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    tat: float
+    window: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, tat: _Optional[float] = ..., window: _Optional[_Iterable[float]] = ...) -> None: ...

@@ -1,0 +1,493 @@
+"""Leases in a KV bucket: the machinery under Lock, Semaphore and Election.
+
+A lease is a key written with a per-key TTL, so the server forgets a dead holder's lease
+without trusting anyone's clock. Acquiring is create-if-absent; the holder renews with a
+compare-and-set on its own revision every ``ttl / 3``; releasing deletes with a
+compare-and-set, so it never removes another holder's lease.
+
+The fencing token of a holder is the revision (stream sequence) of the write that created its
+lease. The server assigns it atomically with the create, every later write of the bucket gets
+a larger one, and it is never reused, not even after the lease expired. So a holder that took
+over after another one's lease ended always has the larger token, which a separate counter
+taken before or after the create cannot guarantee.
+
+Waiters never poll and never cost the server a consumer: they register on the store's one
+shared watch (:meth:`ObjectStore.listen`) before reading, and in one process only one waiter
+per lease name contends at a time (the others queue in process, first come first served).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import time
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+from jsflow._proto.common_pb2 import Lease
+from jsflow.errors import (
+    ConfigError,
+    ConflictError,
+    JsflowError,
+    KeyExistsError,
+    LockLostError,
+    NotHeldError,
+)
+from jsflow.keys import validate_key
+from jsflow.observability import get_logger, tracer
+from jsflow.store import KeyListener, ObjectStore
+
+if TYPE_CHECKING:
+    from jsflow.client import Client
+
+__all__ = [
+    "HeldLease",
+    "LeasedPrimitive",
+    "MIN_TTL",
+    "check_timeout",
+    "check_ttl",
+    "contend",
+    "new_owner_id",
+    "try_create_lease",
+]
+
+R = TypeVar("R")
+_log = get_logger(__name__)
+
+MIN_TTL = 1.0
+"""The shortest lease the server accepts: it rejects per-message TTLs under one second."""
+
+
+def new_owner_id() -> str:
+    """A holder id unique to this object: host, process and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def check_ttl(ttl: float) -> float:
+    """Return ``ttl`` as a float, or raise :class:`ConfigError` when it is not a usable lease."""
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        raise ConfigError(f"ttl must be a number of seconds, got {type(ttl).__name__}")
+    if not ttl >= MIN_TTL or ttl == float("inf"):
+        raise ConfigError(f"ttl must be a finite number of seconds >= {MIN_TTL}, got {ttl}")
+    return float(ttl)
+
+
+def check_timeout(timeout: float | None) -> float | None:
+    """Return ``timeout`` or raise :class:`ConfigError` when it is negative or not a number."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+        raise ConfigError(f"timeout must be None or a number >= 0, got {timeout!r}")
+    return float(timeout)
+
+
+def check_owner(owner: str | None) -> str:
+    """Return ``owner`` or a fresh id; raise :class:`ConfigError` for an empty one."""
+    if owner is None:
+        return new_owner_id()
+    if not isinstance(owner, str) or not owner:
+        raise ConfigError(f"owner must be a non-empty str, got {owner!r}")
+    return owner
+
+
+async def try_create_lease(
+    store: ObjectStore[Lease],
+    key: str,
+    owner: str,
+    ttl: float,
+    lost: asyncio.Event | None = None,
+) -> HeldLease | None:
+    """Create the lease ``key`` if it is free (absent, deleted or expired); else ``None``.
+
+    ``lost`` is the event the returned :class:`HeldLease` sets when it learns of its loss.
+    """
+    lease = Lease(owner=owner, ttl_seconds=ttl, acquired_at=time.time())
+    try:
+        entry = await store.create(key, lease, ttl=ttl)
+    except KeyExistsError:
+        return None
+    lease.fencing_token = entry.revision
+    return HeldLease(store, key, lease, entry.revision, ttl, lost=lost)
+
+
+class HeldLease:
+    """A lease this process holds: renews it, notices its loss, and releases it safely."""
+
+    def __init__(
+        self,
+        store: ObjectStore[Lease],
+        key: str,
+        lease: Lease,
+        revision: int,
+        ttl: float,
+        *,
+        lost: asyncio.Event | None = None,
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.lease = lease
+        self.revision = revision
+        self.ttl = ttl
+        self.lost = lost if lost is not None else asyncio.Event()
+        self._released = False
+        self._stop = asyncio.Event()
+        self._io = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._renewed_at = time.monotonic()
+
+    @property
+    def held(self) -> bool:
+        """Whether the lease is neither released nor known to be lost."""
+        return not self._released and not self.lost.is_set()
+
+    @property
+    def fencing_token(self) -> int:
+        """The revision that created this lease (see the module docstring)."""
+        return int(self.lease.fencing_token)
+
+    def start_renewal(self) -> None:
+        """Start the background task that renews the lease every ``ttl / 3`` seconds."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._renew_loop())
+
+    def _mark_lost(self, why: str) -> LockLostError:
+        self.lost.set()
+        _log.warning("lease.lost", bucket=self.store.bucket, key=self.key, why=why)
+        return LockLostError(
+            f"lease {self.key!r} in bucket {self.store.bucket!r} is no longer held by "
+            f"{self.lease.owner!r}: {why}"
+        )
+
+    async def renew(self) -> None:
+        """Extend the lease by ``ttl`` with a compare-and-set on its own revision.
+
+        Raises :class:`LockLostError` (and sets :attr:`lost`) when the lease expired or
+        someone else wrote the key since.
+        """
+        async with self._io:
+            if self.lost.is_set() or self._released:
+                raise LockLostError(f"lease {self.key!r} was already lost or released")
+            try:
+                entry = await self.store.compare_and_set(
+                    self.key, self.lease, self.revision, ttl=self.ttl
+                )
+            except ConflictError:
+                raise self._mark_lost("it expired or was taken over before renewal") from None
+            self.revision = entry.revision
+            self._renewed_at = time.monotonic()
+
+    async def _renew_loop(self) -> None:
+        interval = self.ttl / 3
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+                return
+            try:
+                await self.renew()
+            except LockLostError:
+                return
+            except JsflowError as exc:  # connection trouble: keep trying while it may be alive
+                _log.warning("lease.renew_failed", key=self.key, error=repr(exc))
+                if time.monotonic() - self._renewed_at >= self.ttl:
+                    self._mark_lost(f"could not renew within the ttl ({exc})")
+                    return
+
+    async def stop_renewal(self) -> None:
+        """Stop the renewal task and wait for it (a renewal in flight completes first)."""
+        self._stop.set()
+        task, self._task = self._task, None
+        if task is not None:
+            await task
+
+    async def release(self) -> None:
+        """Stop renewing and delete the lease if it is still ours, else :class:`LockLostError`."""
+        await self.stop_renewal()
+        async with self._io:
+            if self._released:
+                return
+            self._released = True
+            if self.lost.is_set():
+                raise LockLostError(
+                    f"lease {self.key!r} in bucket {self.store.bucket!r} was lost before release"
+                )
+            try:
+                await self.store.delete(self.key, revision=self.revision)
+            except ConflictError:
+                raise self._mark_lost("it expired or was taken over before release") from None
+
+
+@dataclass(slots=True)
+class _Gate:
+    """Waiters of one lease name in one process take turns contending."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+_gates: weakref.WeakKeyDictionary[ObjectStore[Any], dict[str, _Gate]] = weakref.WeakKeyDictionary()
+
+
+async def _take(lock: asyncio.Lock, remaining: float | None) -> bool:
+    if remaining is None or not lock.locked():  # free: acquire() takes it without waiting
+        await lock.acquire()
+        return True
+    try:
+        await asyncio.wait_for(lock.acquire(), max(remaining, 0.0))
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _wait_any(listeners: Sequence[KeyListener[Lease]], timeout: float) -> None:
+    if len(listeners) == 1:
+        await listeners[0].wait(timeout)
+        return
+    tasks = [asyncio.ensure_future(listener.wait(timeout)) for listener in listeners]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _attempt_once(
+    attempt: Callable[[], Awaitable[R | None]], undo: Callable[[R], Awaitable[None]]
+) -> R | None:
+    """Run one attempt to completion even if the caller is cancelled meanwhile.
+
+    A create that reached the server must not leave a lease nobody knows about: when the
+    caller is cancelled during the attempt, a lease it won is released before re-raising.
+    """
+    task = asyncio.ensure_future(attempt())
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            won = await task
+            if won is not None:
+                await undo(won)
+        raise
+
+
+async def contend(
+    store: ObjectStore[Lease],
+    gate_id: str,
+    keys: Sequence[str],
+    attempt: Callable[[], Awaitable[R | None]],
+    undo: Callable[[R], Awaitable[None]],
+    *,
+    blocking: bool,
+    timeout: float | None,
+    recheck: float,
+) -> R | None:
+    """Call ``attempt`` until it returns a result, waking on changes of ``keys``.
+
+    Non-blocking: one attempt. Blocking: wait for this process's turn for ``gate_id``, register
+    listeners on ``keys`` (before the attempt reads, so no change is missed), then attempt
+    after each change, and at least every ``recheck`` seconds as a safety net. ``None`` when
+    ``timeout`` passes first.
+    """
+    if not blocking:
+        return await _attempt_once(attempt, undo)
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+
+    def remaining() -> float | None:
+        return None if deadline is None else deadline - loop.time()
+
+    gates = _gates.setdefault(store, {})
+    gate = gates.setdefault(gate_id, _Gate())
+    gate.users += 1
+    try:
+        if not await _take(gate.lock, remaining()):
+            return None
+        try:
+            listeners = [await store.listen(k) for k in keys]
+            try:
+                while True:
+                    won = await _attempt_once(attempt, undo)
+                    if won is not None:
+                        return won
+                    left = remaining()
+                    if left is not None and left <= 0:
+                        return None
+                    wait = recheck if left is None else min(recheck, left)
+                    # Jitter spreads the safety-net rechecks of many processes apart.
+                    await _wait_any(listeners, wait * random.uniform(0.8, 1.0))
+            finally:
+                for listener in listeners:
+                    listener.close()
+        finally:
+            gate.lock.release()
+    finally:
+        gate.users -= 1
+        if gate.users == 0 and gates.get(gate_id) is gate:
+            del gates[gate_id]
+
+
+class LeasedPrimitive:
+    """What Lock and Semaphore share: one holder per instance, acquire/release, ``async with``.
+
+    An instance holds at most one lease at a time. Tasks sharing one instance take turns in
+    process (like :class:`asyncio.Lock`); make one instance per concurrent holder otherwise.
+    Subclasses say which keys to wait on and how one attempt tries to take a lease.
+    """
+
+    _default_bucket = "jsflow_leases"
+
+    def __init__(
+        self,
+        client: Client,
+        name: str,
+        *,
+        ttl: float,
+        bucket: str | None = None,
+        owner: str | None = None,
+        auto_renew: bool = True,
+        recheck: float | None = None,
+    ) -> None:
+        self._client = client
+        self.name = validate_key(name)
+        self.ttl = check_ttl(ttl)
+        self.bucket = self._default_bucket if bucket is None else bucket
+        if not isinstance(self.bucket, str) or not self.bucket:
+            raise ConfigError(f"bucket must be a non-empty str, got {bucket!r}")
+        self.owner = check_owner(owner)
+        self.auto_renew = bool(auto_renew)
+        self.recheck = self.ttl if recheck is None else float(recheck)
+        if not self.recheck > 0:
+            raise ConfigError(f"recheck must be positive, got {recheck!r}")
+        self.lost = asyncio.Event()
+        """Set as soon as this instance learns that the lease it holds is lost."""
+        self._local = asyncio.Lock()
+        self._held: HeldLease | None = None
+        self._token = 0
+
+    # -- what subclasses provide -----------------------------------------------------------
+
+    def _keys(self) -> Sequence[str]:
+        raise NotImplementedError
+
+    async def _attempt(self, store: ObjectStore[Lease]) -> HeldLease | None:
+        raise NotImplementedError
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def held(self) -> bool:
+        """Whether this instance holds its lease and has not learned of its loss."""
+        return self._held is not None and self._held.held
+
+    @property
+    def locked(self) -> bool:
+        """Same as :attr:`held` (the :class:`asyncio.Lock` spelling)."""
+        return self.held
+
+    @property
+    def fencing_token(self) -> int:
+        """Token of the latest acquisition (0 before the first): strictly increasing across
+        successive holders, so a resource can reject writes from a stale holder."""
+        return self._token
+
+    async def _store(self) -> ObjectStore[Lease]:
+        return await self._client.object_store(self.bucket, Lease)
+
+    # -- acquire / release -----------------------------------------------------------------
+
+    async def acquire(self, timeout: float | None = None, blocking: bool = True) -> bool:
+        """Take the lease; ``True`` once held, ``False`` when ``timeout`` passed first.
+
+        ``blocking=False`` makes one attempt. Waiting wakes on the lease's changes (release,
+        expiry) through the store's shared watch, and re-checks at least every ``recheck``
+        seconds. While held the lease is renewed every ``ttl / 3`` (unless ``auto_renew`` is
+        off); :attr:`lost` is set when renewal finds it lost.
+        """
+        timeout = check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if not blocking:
+            if self._local.locked():
+                return False
+            await self._local.acquire()
+        elif not await _take(self._local, timeout):
+            return False
+        try:
+            left = None if timeout is None else max(0.0, timeout - (loop.time() - started))
+            store = await self._store()
+            with tracer().start_as_current_span("jsflow.lease.acquire") as span:
+                span.set_attribute("jsflow.bucket", self.bucket)
+                span.set_attribute("jsflow.name", self.name)
+                held = await contend(
+                    store,
+                    self.name,
+                    self._keys(),
+                    lambda: self._attempt(store),
+                    _release_quietly,
+                    blocking=blocking,
+                    timeout=left,
+                    recheck=self.recheck,
+                )
+                span.set_attribute("jsflow.acquired", held is not None)
+        except BaseException:
+            self._local.release()
+            raise
+        if held is None:
+            self._local.release()
+            return False
+        self.lost.clear()
+        held.lost = self.lost
+        self._held = held
+        self._token = held.fencing_token
+        if self.auto_renew:
+            held.start_renewal()
+        return True
+
+    async def renew(self) -> None:
+        """Extend the lease now (renewal does this by itself unless ``auto_renew=False``).
+
+        Raises :class:`NotHeldError` when not held and :class:`LockLostError` when lost.
+        """
+        if self._held is None:
+            raise NotHeldError(f"{self.name!r} is not held by this instance")
+        await self._held.renew()
+
+    async def release(self) -> None:
+        """Stop renewing and delete the lease if it is still ours.
+
+        Raises :class:`NotHeldError` when this instance does not hold it, and
+        :class:`LockLostError` when the lease expired or was taken over meanwhile (then
+        nothing is deleted: the new holder's lease stays).
+        """
+        held = self._held
+        if held is None:
+            raise NotHeldError(f"{self.name!r} is not held by this instance")
+        self._held = None
+        try:
+            await held.release()
+        finally:
+            self._local.release()
+
+    async def __aenter__(self) -> Self:
+        await self.acquire()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.release()
+
+
+async def _release_quietly(held: HeldLease) -> None:
+    with contextlib.suppress(JsflowError):
+        await held.release()

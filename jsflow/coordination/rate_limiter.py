@@ -1,0 +1,398 @@
+"""RateLimiter: a distributed rate limiter whose state is one protobuf message per key.
+
+Two algorithms share one state message (``jsflow.v1.RateLimitState``):
+
+* ``"gcra"`` (default), the generic cell rate algorithm: one float per key, the theoretical
+  arrival time (TAT) of the next unit at the sustained rate.
+* ``"sliding_window"``: the admission times of the last ``burst`` units, like the moving
+  window of the ``limits`` library; exact, but its state grows with ``burst``.
+
+Both admit at most ``burst + rate * t / per`` units in any window of length ``t``, across any
+number of processes: every decision is a compare-and-set of the key's state
+(:meth:`jsflow.ObjectStore.update`), and the decision is computed *inside* the update
+function, so concurrent callers in one process are combined into one round trip and a
+conflict with another process re-runs the decision on fresh state.
+
+Time: decisions use the deciding host's wall clock (``time.time()``, or ``clock=``), as the
+``limits`` library does; hosts are assumed NTP-synced. A host whose clock runs ``d`` seconds
+ahead may admit up to ``d * rate / per`` units early; a slow clock only admits less. The
+server's clock is not used because JetStream offers no way to read it without a write,
+which would double the cost of every decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from jsflow._proto.rate_limiter_pb2 import RateLimitState
+from jsflow.errors import ConfigError, ConflictError, JsflowError, RateLimitExceeded
+from jsflow.keys import validate_key
+from jsflow.observability import get_logger, tracer
+
+if TYPE_CHECKING:
+    from jsflow.client import Client
+    from jsflow.store import ObjectStore
+
+__all__ = ["DEFAULT_BUCKET", "Algorithm", "Decision", "RateLimiter"]
+
+Algorithm = Literal["gcra", "sliding_window"]
+
+DEFAULT_BUCKET = "jsflow_rate_limits"
+_ALGORITHMS = ("gcra", "sliding_window")
+# Slack for float rounding when comparing times (seconds): far below any useful rate.
+_EPS = 1e-9
+# Extra lifetime of a key's state beyond the moment it stops mattering, for clock skew.
+_TTL_MARGIN = 2.0
+_MAX_WINDOW_BURST = 50_000
+_KNOWN_KEYS = 1024
+_log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one rate-limit check.
+
+    ``allowed``: whether the units were admitted. ``remaining``: how many more units the key
+    would admit right now. ``retry_after``: seconds until ``cost`` units could be admitted
+    (``0.0`` when allowed).
+    """
+
+    allowed: bool
+    remaining: int
+    retry_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a step decided: admit after ``wait`` seconds (0: now), or not at all."""
+
+    committed: bool
+    wait: float
+    remaining: int
+
+
+def _gcra_step(
+    state: Any, now: float, *, cost: int, interval: float, burst: int, horizon: float
+) -> _Plan:
+    """One GCRA decision on ``state`` (a ``RateLimitState``), mutating it when admitted.
+
+    ``interval`` is seconds per unit (``per / rate``). Units are admitted at the earliest
+    time ``at >= now`` with ``max(tat, now) + cost * interval <= at + burst * interval``; when
+    ``at - now <= horizon`` the units are reserved for ``at`` (``horizon=0``: only now).
+    """
+    base = max(state.tat, now)
+    new_tat = base + cost * interval
+    at = max(now, new_tat - burst * interval)
+    wait = at - now
+    if wait <= _EPS:
+        state.tat = new_tat
+        remaining = math.floor((now + burst * interval - new_tat) / interval + _EPS)
+        return _Plan(True, 0.0, max(0, remaining))
+    if wait <= horizon:
+        state.tat = new_tat
+        return _Plan(True, wait, 0)
+    remaining = math.floor((now + burst * interval - base) / interval + _EPS)
+    return _Plan(False, wait, max(0, remaining))
+
+
+def _window_step(
+    state: Any, now: float, *, cost: int, interval: float, burst: int, horizon: float
+) -> _Plan:
+    """One sliding-window decision: at most ``burst`` units in any ``burst * interval`` seconds.
+
+    ``state.window`` holds ascending admission times, one per unit, at most ``burst`` of them.
+    Admissions are first come, first served: a unit is never admitted before one reserved
+    earlier. Mutates ``state`` when admitted (now, or reserved within ``horizon``).
+    """
+    period = burst * interval
+    entries = [t for t in state.window if t > now - period]
+    room = burst - cost
+    at = now
+    if entries:
+        at = max(at, entries[-1])
+    if len(entries) > room:
+        at = max(at, entries[len(entries) - room - 1] + period)
+    wait = at - now
+    if wait <= _EPS or wait <= horizon:
+        entries.extend([at] * cost)
+        del state.window[:]
+        state.window.extend(entries[-burst:])
+        if wait <= _EPS:
+            return _Plan(True, 0.0, max(0, burst - len(entries)))
+        return _Plan(True, wait, 0)
+    pending = entries and entries[-1] > now + _EPS
+    return _Plan(False, wait, 0 if pending else max(0, burst - len(entries)))
+
+
+class _Denied(JsflowError):
+    """Internal: raised inside the update function so that a denial writes nothing."""
+
+    def __init__(self, plan: _Plan) -> None:
+        super().__init__("denied")
+        self.plan = plan
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number, got {type(value).__name__}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{name} must be a positive finite number, got {value}")
+    return float(value)
+
+
+def _token(name: str) -> str:
+    validate_key(name)
+    if "." in name:
+        raise ConfigError(f"rate limiter name {name!r} must be one token (no '.')")
+    return name
+
+
+class RateLimiter:
+    """``rate`` units per ``per`` seconds, in bursts of up to ``burst``, per key.
+
+    Create with :meth:`jsflow.Client.rate_limiter`. The constructor does no I/O and validates
+    its arguments (:class:`jsflow.ConfigError`, :class:`jsflow.InvalidKeyError`). State lives
+    in the KV bucket ``bucket`` (shared by all limiters, keys ``<name>.<key>``) and expires on
+    its own once a key has been idle long enough to be back at full burst.
+
+    ``burst`` defaults to ``max(1, floor(rate))``: a full period's allowance at once.
+    ``algorithm`` is ``"gcra"`` or ``"sliding_window"`` (see the module docstring).
+    ``clock`` returns Unix time in seconds (default ``time.time``).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        name: str,
+        rate: float,
+        *,
+        per: float = 1.0,
+        burst: int | None = None,
+        algorithm: Algorithm = "gcra",
+        bucket: str = DEFAULT_BUCKET,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = _token(name)
+        self.rate = _positive("rate", rate)
+        self.per = _positive("per", per)
+        if burst is None:
+            burst = max(1, math.floor(self.rate))
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ConfigError(f"burst must be an int >= 1, got {burst!r}")
+        if algorithm not in _ALGORITHMS:
+            raise ConfigError(f"algorithm must be one of {_ALGORITHMS}, got {algorithm!r}")
+        if algorithm == "sliding_window" and burst > _MAX_WINDOW_BURST:
+            raise ConfigError(
+                f"sliding_window keeps one timestamp per unit; burst {burst} exceeds "
+                f"{_MAX_WINDOW_BURST} (use algorithm='gcra')"
+            )
+        if not callable(clock):
+            raise ConfigError("clock must be a callable returning Unix seconds")
+        self.burst = burst
+        self.algorithm: Algorithm = algorithm
+        self.bucket = bucket
+        self.interval = self.per / self.rate
+        # GCRA's delay tolerance and the window's period are the same span: burst intervals.
+        self.span = self.burst * self.interval
+        self._client = client
+        self._clock = clock
+        self._step = _gcra_step if algorithm == "gcra" else _window_step
+        self._store: ObjectStore[Any] | None = None
+        self._store_lock = asyncio.Lock()
+        # Last state this limiter wrote or read per key, with its revision (bounded LRU).
+        self._known: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._busy: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"RateLimiter({self.name!r}, rate={self.rate}, per={self.per}, "
+            f"burst={self.burst}, algorithm={self.algorithm!r})"
+        )
+
+    def _key(self, key: str, cost: int) -> str:
+        validate_key(key)
+        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+            raise ConfigError(f"cost must be an int >= 1, got {cost!r}")
+        if cost > self.burst:
+            raise ConfigError(f"cost {cost} exceeds burst {self.burst}: it could never be admitted")
+        return f"{self.name}.{key}"
+
+    async def _get_store(self) -> ObjectStore[Any]:
+        if self._store is None:
+            async with self._store_lock:
+                if self._store is None:
+                    self._store = await self._client.object_store(self.bucket, RateLimitState)
+        return self._store
+
+    def _ttl(self, horizon: float) -> float | None:
+        """A key's lifetime: long enough to outlive every admission its state still limits."""
+        if math.isinf(horizon):
+            return None
+        # Whole seconds so that calls with similar timeouts are combined into one write.
+        return float(math.ceil(self.span + horizon + _TTL_MARGIN))
+
+    def _plan(self, state: Any, cost: int, horizon: Callable[[], float]) -> _Plan:
+        return self._step(
+            state,
+            self._clock(),
+            cost=cost,
+            interval=self.interval,
+            burst=self.burst,
+            horizon=horizon(),
+        )
+
+    async def _decide(self, key: str, cost: int, horizon: Callable[[], float]) -> _Plan:
+        """Decide for ``key``: alone, by one compare-and-set; else combined with the others.
+
+        A caller alone on a key in this limiter steps a copy of the state this limiter last
+        wrote (read once if unknown) and compare-and-sets it: one round trip, no task. While
+        other decisions on the key are in flight here, it joins :meth:`ObjectStore.update`,
+        which combines them all into one compare-and-set. A lost compare-and-set falls back
+        to that path too, which re-reads and retries within the store's retry budget.
+        """
+        store = await self._get_store()
+        ttl = self._ttl(horizon())
+        alone = not self._busy.get(key)
+        self._busy[key] = self._busy.get(key, 0) + 1
+        try:
+            if alone:
+                plan = await self._decide_alone(store, key, cost, horizon, ttl)
+                if plan is not None:
+                    return plan
+            return await self._decide_combined(store, key, cost, horizon, ttl)
+        finally:
+            left = self._busy[key] - 1
+            if left:
+                self._busy[key] = left
+            else:
+                del self._busy[key]
+
+    async def _decide_alone(
+        self,
+        store: ObjectStore[Any],
+        key: str,
+        cost: int,
+        horizon: Callable[[], float],
+        ttl: float | None,
+    ) -> _Plan | None:
+        known = self._known.get(key)
+        if known is None:
+            entry = await store.get(key)
+            if entry is None:  # absent, deleted or expired: the revision to expect is unknown
+                return None
+            known = (entry.revision, entry.value)
+        revision, value = known
+        state = RateLimitState()
+        state.CopyFrom(value)
+        plan = self._plan(state, cost, horizon)
+        if not plan.committed:
+            # The state known here is the latest or older; older never denies more than the
+            # truth (admissions only push it forward), so this denial needs no write.
+            self._remember(key, revision, value)
+            return plan
+        try:
+            written = await store.compare_and_set(key, state, revision, ttl=ttl)
+        except ConflictError:
+            self._known.pop(key, None)
+            return None
+        self._remember(key, written.revision, state)
+        return plan
+
+    async def _decide_combined(
+        self,
+        store: ObjectStore[Any],
+        key: str,
+        cost: int,
+        horizon: Callable[[], float],
+        ttl: float | None,
+    ) -> _Plan:
+        outcome: list[_Plan] = []
+
+        def step(state: Any) -> None:
+            plan = self._plan(state, cost, horizon)
+            if not plan.committed:
+                raise _Denied(plan)
+            outcome.append(plan)
+
+        # A combined write's entry may hold another caller's intermediate state: forget it.
+        self._known.pop(key, None)
+        try:
+            await store.update(key, step, ttl=ttl)
+        except _Denied as denied:
+            return denied.plan
+        finally:
+            self._known.pop(key, None)
+        return outcome[-1]
+
+    def _remember(self, key: str, revision: int, state: Any) -> None:
+        self._known[key] = (revision, state)
+        self._known.move_to_end(key)
+        while len(self._known) > _KNOWN_KEYS:
+            self._known.popitem(last=False)
+
+    async def try_acquire(self, key: str, cost: int = 1) -> Decision:
+        """Admit ``cost`` units for ``key`` now if the limit allows; never waits.
+
+        One compare-and-set when admitted; a denial writes nothing. Raises
+        :class:`jsflow.ConflictError` only if the store's retry budget runs out under extreme
+        contention.
+        """
+        full_key = self._key(key, cost)
+        with tracer().start_as_current_span("jsflow.rate_limiter.try_acquire") as span:
+            span.set_attribute("jsflow.rate_limiter", self.name)
+            span.set_attribute("jsflow.key", key)
+            plan = await self._decide(full_key, cost, lambda: 0.0)
+            span.set_attribute("jsflow.allowed", plan.committed)
+        if plan.committed:
+            return Decision(True, plan.remaining, 0.0)
+        return Decision(False, plan.remaining, plan.wait)
+
+    async def acquire(self, key: str, cost: int = 1, timeout: float | None = None) -> Decision:
+        """Wait until ``cost`` units for ``key`` are admitted, at most ``timeout`` seconds.
+
+        The units are reserved in one compare-and-set at the earliest time the limit allows
+        (first come, first served), then this sleeps until that time: no polling. When that
+        time is further away than ``timeout`` it raises :class:`jsflow.RateLimitExceeded` at
+        once, reserving nothing. Cancelling the sleep forfeits the reservation (the limiter
+        then admits less, never more).
+        """
+        full_key = self._key(key, cost)
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+                raise ConfigError(f"timeout must be a number or None, got {timeout!r}")
+            if not (timeout >= 0 and math.isfinite(timeout)):
+                raise ConfigError(f"timeout must be >= 0 and finite, got {timeout}")
+        loop = asyncio.get_running_loop()
+        deadline = math.inf if timeout is None else loop.time() + timeout
+
+        def horizon() -> float:
+            return max(0.0, deadline - loop.time())
+
+        with tracer().start_as_current_span("jsflow.rate_limiter.acquire") as span:
+            span.set_attribute("jsflow.rate_limiter", self.name)
+            span.set_attribute("jsflow.key", key)
+            plan = await self._decide(full_key, cost, horizon)
+            span.set_attribute("jsflow.allowed", plan.committed)
+            span.set_attribute("jsflow.wait", plan.wait)
+        if not plan.committed:
+            raise RateLimitExceeded(self.name, key, plan.wait)
+        if plan.wait > 0:
+            await asyncio.sleep(plan.wait)
+        return Decision(True, plan.remaining, 0.0)
+
+    async def reset(self, key: str) -> None:
+        """Forget ``key``'s history: it admits a full burst again.
+
+        Limiters in other processes that last saw the key at its limit may go on denying it
+        until that state would have allowed them (at most ``burst`` intervals); never more.
+        """
+        full_key = self._key(key, 1)
+        store = await self._get_store()
+        self._known.pop(full_key, None)
+        await store.delete(full_key)

@@ -1,0 +1,285 @@
+"""Lock: mutual exclusion across clients and processes, fencing, expiry, loss, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import jsflow
+from jsflow._proto.common_pb2 import Lease
+from jsflow.client import Client
+from jsflow.coordination.lock import Lock
+from jsflow.server import EmbeddedServer
+
+WORKER = Path(__file__).with_name("_coord_worker.py")
+
+
+async def test_lock_acquire_and_release_round_trip(
+    jsflow_client: Client, jsflow_bucket: str
+) -> None:
+    # given a free lock
+    lock = jsflow_client.lock("jobs.nightly", ttl=5, bucket=jsflow_bucket)
+    # when it is acquired
+    assert await lock.acquire()
+    # then it is held, with a token, and the server shows this holder
+    assert lock.held and lock.locked
+    assert lock.fencing_token > 0
+    holder = await lock.holder()
+    assert holder is not None and holder.owner == lock.owner
+    # and after release it is free again
+    await lock.release()
+    assert not lock.held
+    assert await lock.holder() is None
+
+
+async def test_second_client_cannot_take_held_lock(
+    jsflow_server: EmbeddedServer, jsflow_client: Client, jsflow_bucket: str
+) -> None:
+    # given a lock held by one client
+    async with await jsflow.connect(jsflow_server.url) as other:
+        first = jsflow_client.lock("res", ttl=5, bucket=jsflow_bucket)
+        second = other.lock("res", ttl=5, bucket=jsflow_bucket)
+        async with first:
+            # when another client tries without blocking, or with a short timeout
+            # then it does not get it
+            assert not await second.acquire(blocking=False)
+            assert not await second.acquire(timeout=0.2)
+        # and once released it does, with a larger fencing token
+        assert await second.acquire(blocking=False)
+        assert second.fencing_token > first.fencing_token
+        await second.release()
+
+
+async def test_waiter_wakes_promptly_on_release(
+    jsflow_server: EmbeddedServer, jsflow_client: Client, jsflow_bucket: str
+) -> None:
+    # given a holder and a waiter in another client whose safety-net recheck is far away
+    async with await jsflow.connect(jsflow_server.url) as other:
+        holder = jsflow_client.lock("res", ttl=60, bucket=jsflow_bucket)
+        waiter = other.lock("res", ttl=60, bucket=jsflow_bucket)
+        await holder.acquire()
+        waiting = asyncio.create_task(waiter.acquire(timeout=20))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        # when the holder releases
+        await holder.release()
+        # then the waiter gets the lock long before any recheck (woken by the watch)
+        assert await asyncio.wait_for(waiting, 10)
+        await waiter.release()
+
+
+async def test_dead_holder_lease_expires_on_server(
+    jsflow_server: EmbeddedServer, jsflow_client: Client, jsflow_bucket: str
+) -> None:
+    # given a holder whose client dies without releasing
+    doomed = await jsflow.connect(jsflow_server.url)
+    dead = doomed.lock("res", ttl=1, bucket=jsflow_bucket, auto_renew=False)
+    assert await dead.acquire()
+    await doomed.nc.close()
+    # when another client waits for the lock
+    alive = jsflow_client.lock("res", ttl=5, bucket=jsflow_bucket, recheck=30)
+    # then it gets it once the server expired the lease (woken by the expiry marker)
+    assert await alive.acquire(timeout=10)
+    assert alive.fencing_token > dead.fencing_token
+    await alive.release()
+    await doomed.close()
+
+
+async def test_renewal_keeps_lease_past_its_ttl(
+    jsflow_server: EmbeddedServer, jsflow_client: Client, jsflow_bucket: str
+) -> None:
+    # given a holder with a 2 s lease that renews itself
+    lock = jsflow_client.lock("res", ttl=2, bucket=jsflow_bucket)
+    await lock.acquire()
+    token = lock.fencing_token
+    # when more than its ttl passes
+    await asyncio.sleep(3)
+    # then the lease is still held and nobody else can take it
+    async with await jsflow.connect(jsflow_server.url) as other:
+        assert not await other.lock("res", ttl=1, bucket=jsflow_bucket).acquire(blocking=False)
+    assert lock.held and not lock.lost.is_set()
+    assert lock.fencing_token == token
+    await lock.release()
+
+
+async def test_paused_holder_loses_lease_and_cannot_delete_new_one(
+    jsflow_server: EmbeddedServer, jsflow_client: Client, jsflow_bucket: str
+) -> None:
+    # given a holder that stops renewing (a paused process) with a 1 s lease
+    paused = jsflow_client.lock("res", ttl=1, bucket=jsflow_bucket, auto_renew=False)
+    await paused.acquire()
+    # when its lease expires and another client takes the lock
+    async with await jsflow.connect(jsflow_server.url) as other:
+        successor = other.lock("res", ttl=30, bucket=jsflow_bucket)
+        assert await successor.acquire(timeout=10)
+        assert successor.fencing_token > paused.fencing_token
+        # then the paused holder learns of the loss on renewal and on release
+        with pytest.raises(jsflow.LockLostError):
+            await paused.renew()
+        assert paused.lost.is_set()
+        assert not paused.held
+        with pytest.raises(jsflow.LockLostError):
+            await paused.release()
+        # and the successor's lease is untouched
+        holder = await successor.holder()
+        assert holder is not None and holder.owner == successor.owner
+        await successor.release()
+
+
+async def test_renewal_sets_lost_when_lease_is_taken_away(
+    jsflow_client: Client, jsflow_bucket: str
+) -> None:
+    # given a renewing holder
+    lock = jsflow_client.lock("res", ttl=1.5, bucket=jsflow_bucket)
+    await lock.acquire()
+    # when an operator breaks the lock (unconditional delete)
+    store = await jsflow_client.object_store(jsflow_bucket, Lease)
+    await store.delete("res")
+    # then the next renewal notices: lost is set and release raises LockLostError
+    await asyncio.wait_for(lock.lost.wait(), 5)
+    assert not lock.held
+    with pytest.raises(jsflow.LockLostError):
+        await lock.release()
+
+
+async def test_zero_timeout_takes_a_free_lock(jsflow_client: Client, jsflow_bucket: str) -> None:
+    # given a free lock, when acquired with timeout=0, then it is taken at once
+    lock = jsflow_client.lock("res", ttl=5, bucket=jsflow_bucket)
+    assert await lock.acquire(timeout=0)
+    # and a second instance with timeout=0 gives up at once
+    assert not await jsflow_client.lock("res", ttl=5, bucket=jsflow_bucket).acquire(timeout=0)
+    await lock.release()
+
+
+async def test_shared_instance_serializes_tasks(jsflow_client: Client, jsflow_bucket: str) -> None:
+    # given one Lock instance shared by several tasks (like asyncio.Lock)
+    lock = jsflow_client.lock("res", ttl=5, bucket=jsflow_bucket)
+    inside = 0
+    most = 0
+
+    async def use() -> None:
+        nonlocal inside, most
+        async with lock:
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(0.01)
+            inside -= 1
+
+    # when they all use it, then they take turns
+    await asyncio.wait_for(asyncio.gather(*(use() for _ in range(5))), 30)
+    assert most == 1 and not lock.held
+
+
+async def test_release_without_acquire_raises_not_held(jsflow_client: Client) -> None:
+    # given a lock never acquired, when released, then NotHeldError
+    with pytest.raises(jsflow.NotHeldError):
+        await jsflow_client.lock("never").release()
+
+
+@pytest.mark.parametrize("ttl", [0, -1, 0.5, float("inf")])
+def test_bad_ttl_raises_config_error_before_io(ttl: float) -> None:
+    # given a client object that was never connected: any I/O would fail differently
+    client = object.__new__(Client)
+    with pytest.raises(jsflow.ConfigError):
+        Lock(client, "res", ttl=ttl)
+
+
+def test_bad_name_raises_invalid_key_error() -> None:
+    client = object.__new__(Client)
+    with pytest.raises(jsflow.InvalidKeyError):
+        Lock(client, "a b*", ttl=5)
+
+
+async def test_async_with_releases_on_error(jsflow_client: Client, jsflow_bucket: str) -> None:
+    # given a lock used as a context manager, when the body raises
+    lock = jsflow_client.lock("res", ttl=5, bucket=jsflow_bucket)
+    with pytest.raises(KeyError):
+        async with lock:
+            raise KeyError("boom")
+    # then the lock is released
+    assert not lock.held
+    assert await lock.holder() is None
+
+
+async def test_cancelled_waiter_leaves_no_lease(jsflow_client: Client, jsflow_bucket: str) -> None:
+    # given a waiter blocked behind a holder
+    holder = jsflow_client.lock("res", ttl=30, bucket=jsflow_bucket)
+    await holder.acquire()
+    waiter = jsflow_client.lock("res", ttl=30, bucket=jsflow_bucket)
+    task = asyncio.create_task(waiter.acquire())
+    await asyncio.sleep(0.1)
+    # when it is cancelled, then the holder is unaffected and the lock is free after release
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await holder.release()
+    assert await jsflow_client.lock("res", ttl=30, bucket=jsflow_bucket).acquire(blocking=False)
+
+
+async def test_thousand_waiters_cost_one_consumer(
+    jsflow_server: EmbeddedServer, jsflow_client: Client, jsflow_bucket: str
+) -> None:
+    # given a held lock and 1,000 waiters (separate Lock objects) in one client
+    holder = jsflow_client.lock("hot", ttl=30, bucket=jsflow_bucket)
+    await holder.acquire()
+    inside = 0
+    max_inside = 0
+    acquired = 0
+
+    async def worker() -> None:
+        nonlocal inside, max_inside, acquired
+        lock = jsflow_client.lock("hot", ttl=30, bucket=jsflow_bucket)
+        async with lock:
+            inside += 1
+            max_inside = max(max_inside, inside)
+            acquired += 1
+            inside -= 1
+
+    tasks = [asyncio.create_task(worker()) for _ in range(1000)]
+    await asyncio.sleep(0.5)
+    # then the bucket's stream has exactly one consumer (the store's shared watch)
+    info = await jsflow_client.js.stream_info(f"KV_{jsflow_bucket}")
+    assert info.state.consumer_count == 1
+    # when the holder releases, every waiter gets the lock in turn, one at a time
+    await holder.release()
+    await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    assert acquired == 1000 and max_inside == 1
+    info = await jsflow_client.js.stream_info(f"KV_{jsflow_bucket}")
+    assert info.state.consumer_count <= 1
+
+
+async def test_mutual_exclusion_across_three_processes(
+    jsflow_server: EmbeddedServer, jsflow_client: Client, jsflow_bucket: str
+) -> None:
+    # given three OS processes that each increment an unprotected counter 25 times under a lock
+    rounds = 25
+    data_bucket = f"{jsflow_bucket}_data"
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(WORKER),
+            jsflow_server.url,
+            jsflow_bucket,
+            "shared",
+            data_bucket,
+            str(rounds),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    outputs = [await asyncio.wait_for(p.communicate(), 60) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    # then no increment was lost
+    data = await jsflow_client.object_store(data_bucket, int)
+    entry = await data.get("count")
+    assert entry is not None and entry.value == 3 * rounds
+    # and ordered by the value each holder read, fencing tokens strictly increase
+    seen = sorted((value, token) for out, _ in outputs for token, value in json.loads(out.decode()))
+    assert [v for v, _ in seen] == list(range(3 * rounds))
+    tokens = [t for _, t in seen]
+    assert all(a < b for a, b in itertools.pairwise(tokens))

@@ -1,0 +1,120 @@
+"""Semaphore: never more than ``permits`` holders across clients; expired holders free permits."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from contextlib import AsyncExitStack
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jsflow
+from jsflow.client import Client
+from jsflow.coordination.semaphore import Semaphore
+from jsflow.server import EmbeddedServer
+
+
+async def test_permits_admit_exactly_that_many_holders(
+    jsflow_client: Client, jsflow_bucket: str
+) -> None:
+    # given a semaphore with 2 permits
+    sems = [jsflow_client.semaphore("pool", 2, ttl=5, bucket=jsflow_bucket) for _ in range(3)]
+    # when three try without blocking
+    results = [await s.acquire(blocking=False) for s in sems]
+    # then exactly two get a permit, each on its own slot
+    assert results == [True, True, False]
+    assert {sems[0].slot, sems[1].slot} == {"pool.0", "pool.1"}
+    assert sorted(await sems[2].holders()) == sorted([sems[0].owner, sems[1].owner])
+    # and a released permit goes to the next one
+    await sems[0].release()
+    assert await sems[2].acquire(blocking=False)
+    await sems[1].release()
+    await sems[2].release()
+
+
+async def test_waiter_gets_permit_when_one_is_released(
+    jsflow_server: EmbeddedServer, jsflow_client: Client, jsflow_bucket: str
+) -> None:
+    # given a full semaphore and a waiter in another client
+    async with await jsflow.connect(jsflow_server.url) as other:
+        holder = jsflow_client.semaphore("pool", 1, ttl=30, bucket=jsflow_bucket)
+        await holder.acquire()
+        waiter = other.semaphore("pool", 1, ttl=30, bucket=jsflow_bucket)
+        waiting = asyncio.create_task(waiter.acquire(timeout=20))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        # when the holder releases, then the waiter is woken by the watch
+        await holder.release()
+        assert await asyncio.wait_for(waiting, 10)
+        assert waiter.fencing_token > holder.fencing_token
+        await waiter.release()
+
+
+async def test_expired_holder_frees_its_permit(jsflow_client: Client, jsflow_bucket: str) -> None:
+    # given a permit held by a holder that stopped renewing
+    stale = jsflow_client.semaphore("pool", 1, ttl=1, bucket=jsflow_bucket, auto_renew=False)
+    await stale.acquire()
+    # when another one waits, then it gets the permit after the lease expired
+    fresh = jsflow_client.semaphore("pool", 1, ttl=5, bucket=jsflow_bucket, recheck=30)
+    assert await fresh.acquire(timeout=10)
+    # and the stale holder's release reports the loss without touching the new lease
+    with pytest.raises(jsflow.LockLostError):
+        await stale.release()
+    assert await fresh.holders() == [fresh.owner]
+    await fresh.release()
+
+
+@pytest.mark.parametrize("permits", [0, -1, True, 2.0])
+def test_bad_permits_raise_config_error(permits: int) -> None:
+    client = object.__new__(Client)
+    with pytest.raises(jsflow.ConfigError):
+        Semaphore(client, "pool", permits)
+
+
+async def _run_contention(
+    clients: list[Client], bucket: str, permits: int, workers: int, rounds: int, seed: int
+) -> int:
+    """Workers across clients take and release permits; return the most holders seen at once."""
+    rng = random.Random(seed)
+    name = f"s{uuid.uuid4().hex[:8]}"
+    inside = 0
+    most = 0
+
+    async def worker(i: int) -> None:
+        nonlocal inside, most
+        sem = clients[i % len(clients)].semaphore(name, permits, ttl=10, bucket=bucket)
+        for _ in range(rounds):
+            async with sem:
+                inside += 1
+                most = max(most, inside)
+                assert inside <= permits
+                await asyncio.sleep(rng.random() * 0.01)
+                inside -= 1
+
+    await asyncio.wait_for(asyncio.gather(*(worker(i) for i in range(workers))), 60)
+    return most
+
+
+@settings(max_examples=10)
+@given(
+    permits=st.integers(min_value=1, max_value=3),
+    workers=st.integers(min_value=2, max_value=7),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+async def test_semaphore_never_over_admits(
+    jsflow_server: EmbeddedServer, permits: int, workers: int, seed: int
+) -> None:
+    # given workers spread over three clients contending for a semaphore
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(await jsflow.connect(jsflow_server.url))
+            for _ in range(3)
+        ]
+        bucket = "test_semaphore_never_over_admits"
+        # when each takes and releases a permit a few times
+        most = await _run_contention(clients, bucket, permits, workers, rounds=3, seed=seed)
+    # then no more than `permits` ever held at once, and the permits were used
+    assert 1 <= most <= permits
