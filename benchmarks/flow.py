@@ -1,0 +1,139 @@
+"""Flow overhead and latency, on an embedded nats-server.
+
+    .venv/bin/python benchmarks/flow.py [--n 20000] [--rate 500] [--seconds 4]
+
+1. Throughput: a one-stage no-op FlowHandler vs a raw nats-py ``fetch(100)`` + ack loop over
+   the same N messages (msgs/s and the ratio; target >= 0.8x). The flow can beat the raw
+   loop: its StreamSource takes already-delivered messages of a fetch without nats-py's
+   per-message ``next_msg`` tasks (see ``jsflow.flow.source._speed_up_next_msg``).
+2. Latency: end-to-end p50/p99 (publish -> three stages -> sink -> received) at a fixed
+   publish rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+
+import nats.errors
+
+import jsflow
+from jsflow.flow.pipeline import FlowHandler
+from jsflow.flow.sink import StreamSink
+from jsflow.flow.source import StreamSource
+
+
+async def _fill(client: jsflow.Client, stream: str, subject: str, n: int) -> None:
+    await client.js.add_stream(name=stream, subjects=[subject])
+    payload = b"1"
+    for start in range(0, n, 1000):
+        await asyncio.gather(
+            *(client.js.publish(subject, payload) for _ in range(start, min(n, start + 1000)))
+        )
+
+
+async def raw_loop(client: jsflow.Client, n: int) -> float:
+    await _fill(client, "RAW", "raw.in", n)
+    sub = await client.js.pull_subscribe("raw.in", "raw", stream="RAW")
+    done = 0
+    started = time.perf_counter()
+    while done < n:
+        try:
+            msgs = await sub.fetch(100, timeout=1.0)
+        except nats.errors.TimeoutError:
+            continue
+        for msg in msgs:
+            await msg.ack()
+        done += len(msgs)
+    return n / (time.perf_counter() - started)
+
+
+async def flow_loop(client: jsflow.Client, n: int) -> float:
+    await _fill(client, "FLOW", "flow.in", n)
+    done = asyncio.Event()
+    count = 0
+
+    async def noop(msg: object) -> None:
+        nonlocal count
+        count += 1
+        if count >= n:
+            done.set()
+
+    flow = FlowHandler(
+        client,
+        source=StreamSource("FLOW", "flow.in", "flow", bytes, batch=100),
+        stages=[noop],
+        concurrency=200,
+    )
+    started = time.perf_counter()
+    async with flow:
+        await done.wait()
+        elapsed = time.perf_counter() - started
+    return n / elapsed
+
+
+async def latency(client: jsflow.Client, rate: int, seconds: float) -> tuple[float, float, int]:
+    async def parse(msg: jsflow.flow.message.Message[bytes]) -> float:
+        return float(msg.data)
+
+    async def enrich(msg: jsflow.flow.message.Message[float]) -> dict[str, float]:
+        return {"sent": msg.data}
+
+    async def stamp(msg: jsflow.flow.message.Message[dict[str, float]]) -> dict[str, float]:
+        return {**msg.data, "done": time.time()}
+
+    flow = FlowHandler(
+        client,
+        source=StreamSource("LAT", "lat.in", "lat", bytes, batch=50),
+        stages=[parse, enrich, stamp],
+        sink=StreamSink("lat.out", stream="LATOUT"),
+        concurrency=64,
+    )
+    samples: list[float] = []
+
+    async def on_out(msg: nats.aio.msg.Msg) -> None:
+        import json
+
+        body = json.loads(msg.data)
+        samples.append(time.time() - body["sent"])
+
+    sub = await client.nc.subscribe("lat.out", cb=on_out)
+    total = int(rate * seconds)
+    async with flow:
+        interval = 1.0 / rate
+        t0 = time.perf_counter()
+        for i in range(total):
+            delay = t0 + i * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await client.js.publish("lat.in", repr(time.time()).encode())
+        deadline = time.perf_counter() + 10
+        while len(samples) < total and time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
+    await sub.unsubscribe()
+    samples.sort()
+    p50 = statistics.median(samples) * 1000
+    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1000
+    return p50, p99, len(samples)
+
+
+async def main(n: int, rate: int, seconds: float) -> None:
+    async with jsflow.EmbeddedServer() as server, await jsflow.connect(server.url) as client:
+        raw = await raw_loop(client, n)
+        print(f"raw nats-py fetch(100)+ack: {raw:,.0f} msgs/s over {n} messages")
+        fl = await flow_loop(client, n)
+        print(f"one-stage no-op FlowHandler: {fl:,.0f} msgs/s over {n} messages")
+        print(f"ratio flow/raw: {fl / raw:.2f}x (target >= 0.8x)")
+        p50, p99, got = await latency(client, rate, seconds)
+        print(f"3-stage pipeline at {rate} msg/s: p50 {p50:.2f} ms, p99 {p99:.2f} ms ({got} msgs)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=20000)
+    parser.add_argument("--rate", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    args = parser.parse_args()
+    asyncio.run(main(args.n, args.rate, args.seconds))

@@ -1,0 +1,506 @@
+"""``FlowHandler``: stages over stream sources, acked only after every output is published."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from nats.aio.msg import Msg
+
+from jsflow.errors import ConfigError, JsflowError, RequestTimeoutError, map_nats_errors
+from jsflow.flow import headers as h
+from jsflow.flow._stages import Run, StageFailure, compile_stages, run_stages
+from jsflow.flow._streams import ensure_stream
+from jsflow.flow.errors import FlowError
+from jsflow.flow.handler import Middleware, Stage, StageFn, as_stage_fn
+from jsflow.flow.message import Message
+from jsflow.flow.metrics import FlowMetrics
+from jsflow.flow.operators import Batch
+from jsflow.flow.sink import Sink
+from jsflow.flow.source import StreamSource
+from jsflow.flow.state import MessageState, MessageStatus, StateRecorder
+from jsflow.observability import get_logger
+
+if TYPE_CHECKING:
+    from jsflow.client import Client
+    from jsflow.store import ObjectStore
+
+__all__ = ["FlowHandler"]
+
+_log = get_logger(__name__)
+_MAX_FETCH_ERRORS = 30
+_DEAD_LETTER_MARGIN = 10  # extra deliveries the server allows for a failing dead-letter publish
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class FlowHandler:
+    """Runs ``stages`` over the messages of ``source`` (one or a list: merged) into ``sink``.
+
+    At least once, end to end: a source message is acked only after every stage and every
+    sink publish it caused succeeded. A failure naks it with the delay ``backoff[attempt-1]``
+    (the last value repeats); the ``max_deliver``-th failure publishes it to ``dead_letter``
+    (original body and headers plus ``Jsflow-Error-*`` headers) and terminates it, and a
+    message that does not decode goes there at once. When that publish fails the message is
+    nak'ed instead, never dropped. ``concurrency`` bounds messages in flight; with ``key``,
+    messages with equal keys are processed one at a time in stream order. ``middleware`` is
+    applied to every stage (the first one outermost). ``state_store`` records each message's
+    :class:`MessageState`. ``metrics`` (a fresh :class:`FlowMetrics` by default) is
+    :attr:`metrics`; pass one to share it with the metrics middleware.
+
+    ``await flow.run()`` runs until cancelled or :meth:`stop`; ``async with flow:`` runs it
+    in a task the flow owns and drains it on exit.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        source: StreamSource[Any] | Sequence[StreamSource[Any]],
+        stages: Sequence[Stage | Batch] = (),
+        sink: Sink | None = None,
+        concurrency: int = 16,
+        max_deliver: int = 5,
+        backoff: Sequence[float] = (1.0, 5.0, 30.0),
+        dead_letter: str | None = None,
+        dead_letter_stream: str | None = None,
+        key: Callable[[Message[Any]], str] | None = None,
+        middleware: Sequence[Middleware] = (),
+        state_store: ObjectStore[MessageState] | None = None,
+        metrics: FlowMetrics | None = None,
+        name: str | None = None,
+    ) -> None:
+        sources = [source] if isinstance(source, StreamSource) else list(source)
+        if not sources or not all(isinstance(s, StreamSource) for s in sources):
+            raise ConfigError(f"source must be a StreamSource or a list of them, got {source!r}")
+        if len({(s.stream, s.durable) for s in sources}) != len(sources):
+            raise ConfigError("two sources share a stream and durable consumer")
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+        if max_deliver < 1:
+            raise ConfigError(f"max_deliver must be >= 1, got {max_deliver}")
+        if any(not (b >= 0) for b in backoff):
+            raise ConfigError(f"backoff delays must be >= 0, got {list(backoff)}")
+        if sink is not None and not isinstance(sink, Sink):
+            raise ConfigError(f"sink must have open() and publish(), got {sink!r}")
+        if dead_letter_stream is not None and dead_letter is None:
+            raise ConfigError("dead_letter_stream needs a dead_letter subject")
+        if key is not None and not callable(key):
+            raise ConfigError(f"key must be a callable, got {key!r}")
+        self.client = client
+        self.sources = sources
+        self.sink = sink
+        self.concurrency = concurrency
+        self.max_deliver = max_deliver
+        self.backoff = list(backoff)
+        self.dead_letter = dead_letter
+        self.dead_letter_stream = dead_letter_stream
+        self.key = key
+        self.name = name or sources[0].durable
+        self.metrics = metrics if metrics is not None else FlowMetrics()
+        self._stages: list[StageFn | Batch] = []
+        for stage in stages:
+            if isinstance(stage, Batch):
+                self._stages.append(stage)
+                continue
+            fn = as_stage_fn(stage)
+            for mw in reversed(middleware):
+                fn = mw(fn)
+            self._stages.append(fn)
+        self._compiled = compile_stages(self._stages)
+        self._has_batches = any(c.batch is not None for c in self._compiled)
+        self._state = StateRecorder(state_store) if state_store is not None else None
+        self._inflight: dict[int, Msg] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._key_tails: dict[str, asyncio.Task[None]] = {}
+        # Unkeyed messages go to a fixed pool of ``concurrency`` workers (no task per message).
+        self._queue: deque[tuple[StreamSource[Any], Msg]] = deque()
+        self._parked: deque[asyncio.Future[None]] = deque()
+        self._workers: list[asyncio.Task[None]] = []
+        self._busy = 0  # unkeyed messages queued or being handled
+        self._idle = asyncio.Event()
+        self._capacity = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._running = False
+        self._runner: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        server_max = self.max_deliver + _DEAD_LETTER_MARGIN if self.dead_letter else -1
+        for source in self.sources:
+            await source.open(self.client, max_deliver=server_max)
+        if self.sink is not None:
+            await self.sink.open(self.client)
+        if self.dead_letter is not None and self.dead_letter_stream is not None:
+            await ensure_stream(self.client, self.dead_letter_stream, [self.dead_letter])
+
+    async def run(self) -> None:
+        """Consume until cancelled or :meth:`stop`; if cancelled, unsettled messages are nak'ed."""
+        if self._running:
+            raise FlowError(f"flow {self.name!r} is already running")
+        self._running = True
+        self._stopped.clear()
+        loops: list[asyncio.Task[None]] = []
+        try:
+            await self._open()
+            loop = asyncio.get_running_loop()
+            self._idle.set()
+            if self.key is None:
+                self._workers = [loop.create_task(self._worker()) for _ in range(self.concurrency)]
+            loops = [loop.create_task(self._fetch_loop(s)) for s in self.sources]
+            ticker = loop.create_task(self._ticker())
+            self._ready.set()
+            stop_waiter = loop.create_task(self._stopping.wait())
+            try:
+                await asyncio.wait([stop_waiter, *loops], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop_waiter.cancel()
+            for task in loops:  # a loop that ended on its own failed: re-raise its error
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            await asyncio.gather(*loops)  # draining: fetch loops see the stop and return
+            while self._tasks or self._busy:
+                if self._tasks:
+                    await asyncio.wait(set(self._tasks))
+                else:
+                    await self._idle.wait()
+            ticker.cancel()
+            loops.append(ticker)
+        finally:
+            await self._shutdown(loops)
+
+    async def _shutdown(self, loops: list[asyncio.Task[None]]) -> None:
+        pending = [*loops, *self._tasks, *self._workers]
+        self._workers = []
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for raw in list(self._inflight.values()):  # cancelled mid-stage: hand back at once
+            with contextlib.suppress(Exception):
+                await raw.nak()
+        self._inflight.clear()
+        self._queue.clear()
+        self._parked.clear()
+        self._busy = 0
+        self.metrics.in_flight = 0
+        for source in self.sources:
+            await source.close()
+        self._running = False
+        self._stopping.clear()
+        self._ready.clear()
+        self._stopped.set()
+
+    async def ready(self, timeout: float | None = None) -> None:
+        """Wait until :meth:`run` has bound its streams and consumers and is fetching."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+        except TimeoutError as exc:
+            raise RequestTimeoutError(f"flow {self.name!r} did not start in {timeout}s") from exc
+
+    async def stop(self) -> None:
+        """Stop fetching, let in-flight messages finish (and be acked), then return."""
+        if not self._running:
+            return
+        self._stopping.set()
+        self._capacity.set()
+        await self._stopped.wait()
+
+    async def __aenter__(self) -> FlowHandler:
+        self._runner = asyncio.get_running_loop().create_task(self.run())
+        ready = asyncio.get_running_loop().create_task(self._ready.wait())
+        await asyncio.wait([ready, self._runner], return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._runner.done():
+            await self._runner  # raises why it could not start
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        if not runner.done():
+            await self.stop()
+        await runner
+
+    # -- fetching and dispatch -------------------------------------------------------------
+
+    async def _fetch_loop(self, source: StreamSource[Any]) -> None:
+        errors = 0
+        while not self._stopping.is_set():
+            while len(self._inflight) >= self.concurrency and not self._stopping.is_set():
+                self._capacity.clear()
+                await self._capacity.wait()
+            if self._stopping.is_set():
+                return
+            n = min(source.batch, self.concurrency - len(self._inflight))
+            try:
+                msgs = await source.fetch(n)
+            except RequestTimeoutError:
+                continue
+            except JsflowError as exc:
+                errors += 1
+                _log.warning("flow.fetch_failed", flow=self.name, error=repr(exc), n=errors)
+                if errors >= _MAX_FETCH_ERRORS:
+                    raise FlowError(f"flow {self.name!r}: fetch failed {errors} times") from exc
+                await asyncio.sleep(min(5.0, 0.1 * 2**errors))
+                continue
+            errors = 0
+            for raw in msgs:
+                self._dispatch(source, raw)
+
+    def _dispatch(self, source: StreamSource[Any], raw: Msg) -> None:
+        self._inflight[id(raw)] = raw
+        self.metrics.in_flight = len(self._inflight)
+        if self.key is None:
+            self._busy += 1
+            self._idle.clear()
+            queue = self._queue
+            queue.append((source, raw))
+            if len(queue) == 1:  # else a worker is already on its way to it (see _worker)
+                self._wake_one()
+            return
+        loop = asyncio.get_running_loop()
+        key: str | None
+        try:
+            key = str(self.key(source.decode(raw)))
+        except Exception:
+            key = None  # undecodable or key() failed: the handler reports it
+        if key is None:
+            task = loop.create_task(self._handle(source, raw))
+        else:
+            prev = self._key_tails.get(key)
+            task = loop.create_task(self._after(prev, source, raw))
+            self._key_tails[key] = task
+            task.add_done_callback(lambda t, k=key: self._forget_key(k, t))  # type: ignore[misc]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _wake_one(self) -> None:
+        parked = self._parked
+        while parked:
+            waiter = parked.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def _worker(self) -> None:
+        """Handle queued messages one at a time; ``concurrency`` of these bound the flow.
+
+        A worker that takes a message while more are queued wakes up to two more first, so
+        work spreads only as far as stages actually suspend (a stage that never does keeps
+        the batch on one worker, with no task switch per message).
+        """
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        while True:
+            while not queue:
+                waiter = loop.create_future()
+                self._parked.append(waiter)
+                await waiter
+            source, raw = queue.popleft()
+            if queue:  # wake helpers (two: busy workers ramp up in log2(batch) loop turns)
+                self._wake_one()
+                if len(queue) > 1:
+                    self._wake_one()
+            try:
+                await self._handle(source, raw)
+            except Exception as exc:  # a bug or a failing state store: never lose the worker
+                _log.error("flow.handler_failed", flow=self.name, error=repr(exc))
+                if self._inflight.get(id(raw)) is raw:
+                    with contextlib.suppress(Exception):
+                        await raw.nak()
+                    self._settled(raw)
+            finally:
+                self._busy -= 1
+                if not self._busy:
+                    self._idle.set()
+
+    def _forget_key(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._key_tails.get(key) is task:
+            del self._key_tails[key]
+
+    async def _after(
+        self, prev: asyncio.Task[None] | None, source: StreamSource[Any], raw: Msg
+    ) -> None:
+        if prev is not None and not prev.done():
+            await asyncio.wait([prev])
+        await self._handle(source, raw)
+
+    async def _ticker(self) -> None:
+        interval = max(0.05, min(s.ack_wait for s in self.sources) / 3)
+        while True:
+            await asyncio.sleep(interval)
+            for raw in list(self._inflight.values()):
+                with contextlib.suppress(Exception):
+                    await raw.in_progress()
+
+    # -- one message -----------------------------------------------------------------------
+
+    def _settled(self, raw: Msg) -> None:
+        self._inflight.pop(id(raw), None)
+        self.metrics.in_flight = len(self._inflight)
+        self._capacity.set()
+
+    async def _handle(self, source: StreamSource[Any], raw: Msg) -> None:
+        started = time.monotonic()
+        meta = raw.metadata
+        delivery = meta.num_delivered
+        if delivery > 1:
+            self.metrics.redelivered += 1
+        try:
+            msg = source.decode(raw, meta)
+        except JsflowError as exc:
+            await self._dead_letter(raw, exc, "decode", delivery, msg_id=None)
+            return
+        run = Run()
+        try:
+            if self._state is not None:
+                await self._record(msg, MessageStatus.RUNNING, "")
+            outputs = await run_stages(self._compiled, msg, run)
+            if self.sink is not None and outputs:
+                run.stage = f"sink:{self.sink!r}"
+                await self._publish(msg, outputs)
+            if self._has_batches:
+                run.settle(None)
+                await run.wait_batches()
+        except asyncio.CancelledError:
+            run.settle(FlowError("flow cancelled"))
+            raise
+        except Exception as exc:
+            failure = exc if isinstance(exc, StageFailure) else StageFailure(run.stage, exc)
+            run.settle(failure.error)
+            await self._fail(raw, msg, failure, delivery)
+            return
+        with contextlib.suppress(Exception):
+            await raw.ack()
+        self._settled(raw)
+        metrics = self.metrics
+        metrics.processed += 1
+        metrics.latency.observe(time.monotonic() - started)
+        if self._state is not None:
+            await self._record(msg, MessageStatus.DONE, run.stage)
+
+    async def _publish(self, msg: Message[Any], outputs: list[Message[Any]]) -> None:
+        assert self.sink is not None
+        sink = self.sink
+        prefix = f"{msg.stream}:{msg.sequence}"
+        if len(outputs) == 1:
+            await sink.publish(outputs[0], f"{prefix}:0")
+            return
+        results = await asyncio.gather(
+            *(sink.publish(out, f"{prefix}:{i}") for i, out in enumerate(outputs)),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _fail(
+        self, raw: Msg, msg: Message[Any], failure: StageFailure, delivery: int
+    ) -> None:
+        self.metrics.failed += 1
+        error = failure.error
+        if delivery >= self.max_deliver:
+            await self._dead_letter(raw, error, failure.stage, delivery, msg_id=msg.id)
+            return
+        delay = self.backoff[min(delivery, len(self.backoff)) - 1] if self.backoff else 0.0
+        _log.info(
+            "flow.nak",
+            flow=self.name,
+            id=msg.id,
+            correlation_id=msg.correlation_id,
+            stage=failure.stage,
+            delivery=delivery,
+            delay=delay,
+            error=repr(error),
+        )
+        with contextlib.suppress(Exception):
+            await raw.nak(delay=delay)
+        self._settled(raw)
+        await self._record(msg, MessageStatus.FAILED, failure.stage, repr(error))
+
+    async def _dead_letter(
+        self, raw: Msg, error: BaseException, stage: str, delivery: int, msg_id: str | None
+    ) -> None:
+        seq = raw.metadata.sequence.stream
+        stream = raw.metadata.stream
+        ident = msg_id or f"{stream}:{seq}"
+        if self.dead_letter is None:
+            _log.error(
+                "flow.dropped_without_dead_letter",
+                flow=self.name,
+                id=ident,
+                stage=stage,
+                delivery=delivery,
+                error=repr(error),
+            )
+        else:
+            headers = h.propagated(raw.headers)
+            if raw.headers and h.MSG_ID in raw.headers:
+                headers[h.ORIGINAL_MSG_ID] = raw.headers[h.MSG_ID]
+            headers.update(
+                {
+                    h.ERROR_TYPE: type(error).__name__,
+                    h.ERROR_MESSAGE: str(error)[:1000],
+                    h.STAGE: stage,
+                    h.DELIVERY: str(delivery),
+                    h.FAILED_AT: _now(),
+                    h.ORIGINAL_SUBJECT: raw.subject,
+                    h.MSG_ID: f"{stream}:{seq}:dead",
+                }
+            )
+            try:
+                with map_nats_errors(subject=self.dead_letter):
+                    await self.client.js.publish(self.dead_letter, raw.data, headers=headers)
+            except JsflowError as exc:
+                _log.error("flow.dead_letter_failed", flow=self.name, id=ident, error=repr(exc))
+                with contextlib.suppress(Exception):
+                    await raw.nak(delay=self.backoff[-1] if self.backoff else None)
+                self._settled(raw)
+                return
+            _log.warning(
+                "flow.dead_lettered",
+                flow=self.name,
+                id=ident,
+                stage=stage,
+                delivery=delivery,
+                error=repr(error),
+            )
+        with contextlib.suppress(Exception):
+            await raw.term()
+        self._settled(raw)
+        self.metrics.dead_lettered += 1
+        if self._state is not None:
+            await self._state.record(
+                ident, MessageStatus.DEAD, stage=stage, attempts=delivery, error=repr(error)
+            )
+
+    async def _record(
+        self, msg: Message[Any], status: MessageStatus, stage: str, error: str = ""
+    ) -> None:
+        if self._state is not None:
+            await self._state.record(
+                msg.id,
+                status,
+                stage=stage,
+                attempts=msg.delivery,
+                error=error,
+                correlation_id=msg.correlation_id,
+            )

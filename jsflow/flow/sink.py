@@ -1,0 +1,89 @@
+"""Sinks: where a flow's outputs go. :class:`StreamSink` publishes them to JetStream."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from jsflow.codec import Codec, codec_for
+from jsflow.errors import CodecError, ConfigError, map_nats_errors
+from jsflow.flow import headers as h
+from jsflow.flow._streams import ensure_stream
+from jsflow.flow.message import Message
+
+if TYPE_CHECKING:
+    from jsflow.client import Client
+
+__all__ = ["Sink", "StreamSink", "encode_value"]
+
+T = TypeVar("T")
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where outputs go: ``publish`` returns only once the output is durably accepted."""
+
+    async def open(self, client: Client) -> None:
+        """Prepare (create streams, bind); idempotent."""
+        ...
+
+    async def publish(self, msg: Message[Any], msg_id: str) -> None:
+        """Publish ``msg`` with the dedupe id ``msg_id``; raise when it was not accepted."""
+        ...
+
+
+def encode_value(value: Any, codec: Codec[Any] | None) -> bytes:
+    """Bytes of ``value``: with ``codec`` when given, else the codec inferred from its type."""
+    if codec is not None:
+        return codec.encode(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    try:
+        return codec_for(type(value)).encode(value)
+    except ConfigError as exc:
+        raise CodecError(f"cannot encode {type(value).__name__} output: {exc}") from exc
+
+
+class StreamSink(Generic[T]):
+    """Publishes outputs to ``subject`` with JetStream, awaiting each PubAck.
+
+    The subject must be captured by a stream: an existing one, or ``stream`` created for it
+    when named. Values are encoded with ``codec``, the codec of ``tp``, or the codec
+    inferred from each value's type. Every publish carries ``Nats-Msg-Id``, so a
+    redelivered source message does not duplicate its outputs within the duplicate window.
+    """
+
+    def __init__(
+        self,
+        subject: str,
+        stream: str | None = None,
+        tp: type[T] | None = None,
+        *,
+        codec: Codec[T] | None = None,
+    ) -> None:
+        if not isinstance(subject, str) or not subject or any(c in subject for c in " *>"):
+            raise ConfigError(f"StreamSink needs a literal subject, got {subject!r}")
+        self.subject = subject
+        self.stream = stream
+        self.codec: Codec[Any] | None = codec_for(tp, codec) if tp is not None else codec
+        self._client: Client | None = None
+
+    async def open(self, client: Client) -> None:
+        """Create ``stream`` for the subject when named and absent; remember the client."""
+        if self.stream is not None:
+            await ensure_stream(client, self.stream, [self.subject])
+        self._client = client
+
+    async def publish(self, msg: Message[Any], msg_id: str) -> None:
+        """Publish ``msg.data`` with ``msg``'s headers plus ``Nats-Msg-Id: msg_id``."""
+        if self._client is None:
+            raise ConfigError("StreamSink.open() was not called")
+        data = encode_value(msg.data, self.codec)
+        headers = h.propagated(dict(msg.headers))
+        headers[h.MSG_ID] = msg_id
+        if msg.correlation_id:
+            headers[h.CORRELATION_ID] = msg.correlation_id
+        with map_nats_errors(subject=self.subject):
+            await self._client.js.publish(self.subject, data, headers=headers)
+
+    def __repr__(self) -> str:
+        return f"StreamSink({self.subject!r})"
