@@ -1,0 +1,187 @@
+"""The ``jsflow`` command: run workers and routers, inspect, cancel and replay tasks.
+
+    jsflow worker myapp.tasks:app --concurrency 20
+    jsflow router rules.toml
+    jsflow tasks list [--status FAILED] [--name send_email]
+    jsflow tasks show <id>      jsflow tasks cancel <id>
+    jsflow dlq list             jsflow dlq replay <id>... | --all
+
+Every command takes ``--url`` (default: ``$JSFLOW_URL`` or ``nats://127.0.0.1:4222``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import inspect
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from jsflow.errors import ConfigError, JsflowError
+
+__all__ = ["main"]
+
+_DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+def _out(line: str) -> None:
+    sys.stdout.write(line + "\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help="NATS server URL (default: $JSFLOW_URL or nats://127.0.0.1:4222)",
+    )
+    parser = argparse.ArgumentParser(prog="jsflow", description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default=os.environ.get("JSFLOW_URL", _DEFAULT_URL))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    worker = sub.add_parser("worker", parents=[common], help="run an app's task workers")
+    worker.add_argument("app", help="MODULE:ATTR, an App or a (client) -> App factory")
+    worker.add_argument("--concurrency", type=int, default=10)
+    worker.add_argument("--ack-wait", type=float, default=30.0)
+    worker.add_argument("--tasks", default=None, help="comma-separated task names to run")
+
+    router = sub.add_parser("router", parents=[common], help="run an EventRouter from TOML")
+    router.add_argument("rules", help="path of the TOML rules file")
+
+    tasks = sub.add_parser("tasks", parents=[common], help="inspect and cancel tasks")
+    tasks_sub = tasks.add_subparsers(dest="action", required=True)
+    lst = tasks_sub.add_parser("list", parents=[common], help="list tasks")
+    lst.add_argument("--status", action="append", default=[], help="filter (repeatable)")
+    lst.add_argument("--name", default=None)
+    for action in ("show", "cancel"):
+        p = tasks_sub.add_parser(action, parents=[common], help=f"{action} a task")
+        p.add_argument("task_id")
+
+    dlq = sub.add_parser("dlq", parents=[common], help="failed and dead tasks")
+    dlq_sub = dlq.add_subparsers(dest="action", required=True)
+    dlq_sub.add_parser("list", parents=[common], help="list FAILED and DEAD tasks")
+    replay = dlq_sub.add_parser("replay", parents=[common], help="run dead letters again")
+    replay.add_argument("task_ids", nargs="*")
+    replay.add_argument("--all", action="store_true", help="replay every dead letter")
+    return parser
+
+
+def load_app(spec: str, client: Any) -> Any:
+    """Import ``MODULE:ATTR``; bind an App to ``client`` or call a factory with it."""
+    from jsflow.tasks.app import App
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"expected MODULE:ATTR, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load {spec!r}: {exc}") from exc
+    if isinstance(obj, App):
+        if obj.client is None:
+            obj.bind(client)
+        return obj
+    if callable(obj):
+        return obj(client)
+    raise ConfigError(f"{spec!r} is neither an App nor a factory of one")
+
+
+def _row(info: Any) -> str:
+    return f"{info.id}  {info.name:<24} {info.status.value:<10} attempt={info.attempt}" + (
+        f"  {info.error_type}: {info.error_message}" if info.error_type else ""
+    )
+
+
+async def _until_signalled(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from jsflow.client import connect
+    from jsflow.tasks.backend import TaskBackend
+    from jsflow.tasks.status import TaskStatus
+
+    async with await connect(args.url) as client:
+        if args.command == "worker":
+            app = load_app(args.app, client)
+            if inspect.isawaitable(app):
+                app = await app
+            names = args.tasks.split(",") if args.tasks else None
+            worker = app.worker(args.concurrency, ack_wait=args.ack_wait, tasks=names)
+            _out(f"worker {worker.id} running {', '.join(worker._names)}")
+            await _until_signalled(worker.run())
+            return 0
+        if args.command == "router":
+            from jsflow.tasks.router import EventRouter
+
+            router = EventRouter.from_toml(client, args.rules)
+            _out(f"router {router.durable} on {router.stream}: {len(router.rules)} rule(s)")
+            await _until_signalled(router.run())
+            return 0
+        backend = await TaskBackend.open(client)
+        if args.command == "tasks" and args.action == "list":
+            try:
+                statuses = [TaskStatus(s.upper()) for s in args.status]
+            except ValueError as exc:
+                raise ConfigError(f"unknown status: {exc}") from exc
+            for info in await backend.store.list(statuses=statuses, name=args.name):
+                _out(_row(info))
+            return 0
+        if args.command == "tasks" and args.action == "show":
+            found = await backend.store.info(args.task_id)
+            if found is None:
+                _out(f"task {args.task_id} not found")
+                return 1
+            data = asdict(found)
+            data["status"] = found.status.value
+            _out(json.dumps(data, indent=2))
+            return 0
+        if args.command == "tasks" and args.action == "cancel":
+            done = await backend.cancel(args.task_id)
+            _out(f"{args.task_id} {'cancel requested' if done else 'already finished'}")
+            return 0
+        dead = [TaskStatus.FAILED, TaskStatus.DEAD]
+        if args.action == "list":
+            for info in await backend.store.list(statuses=dead):
+                _out(_row(info))
+            return 0
+        ids = list(args.task_ids)
+        if args.all:
+            ids += [i.id for i in await backend.store.list(statuses=dead)]
+        if not ids:
+            raise ConfigError("dlq replay needs task ids or --all")
+        for task_id in dict.fromkeys(ids):
+            replayed = await backend.replay(task_id)
+            _out(f"{task_id} {'replayed' if replayed else 'not a dead letter'}")
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``jsflow`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return asyncio.run(_run(args))
+    except JsflowError as exc:
+        sys.stderr.write(f"jsflow: {type(exc).__name__}: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""``App`` and ``@app.task``: async functions that run on workers as durable tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import inspect
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from jsflow.errors import ConfigError
+from jsflow.observability import get_logger, tracer
+from jsflow.tasks.backend import DEFAULT_ARTIFACT_THRESHOLD, TaskBackend, new_state
+from jsflow.tasks.handle import TaskHandle
+from jsflow.tasks.payload import CallCodec
+from jsflow.tasks.streams import validate_name
+
+if TYPE_CHECKING:
+    from jsflow.client import Client
+    from jsflow.tasks.schedules import Schedule
+    from jsflow.tasks.worker import Worker
+
+__all__ = ["App", "TaskFunction", "TaskOptions"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+_log = get_logger(__name__)
+
+
+def _parse_rate(rate_limit: str | tuple[float, float] | None) -> tuple[float, float] | None:
+    """``"10/s"``, ``"100/m"``, ``"5/h"`` or ``(rate, per_seconds)``."""
+    if rate_limit is None:
+        return None
+    if isinstance(rate_limit, tuple):
+        rate, per = rate_limit
+    else:
+        units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+        try:
+            count, unit = str(rate_limit).split("/")
+            rate, per = float(count), units[unit.strip()]
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(f"rate_limit must look like '10/s', got {rate_limit!r}") from exc
+    if not rate > 0 or not per > 0:
+        raise ConfigError(f"rate_limit must be positive, got {rate_limit!r}")
+    return float(rate), float(per)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """How a task runs: retries with exponential backoff, a timeout per attempt, limits.
+
+    Attempt ``n`` (after a failure) is retried after ``min(max_backoff, backoff * 2**(n-1))``
+    seconds. ``concurrency`` caps attempts of this task at once per worker; ``rate_limit``
+    (``(rate, per)``) caps starts across all workers.
+    """
+
+    name: str
+    retries: int = 3
+    timeout: float | None = None
+    rate_limit: tuple[float, float] | None = None
+    concurrency: int | None = None
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+        if self.retries < 0:
+            raise ConfigError(f"retries must be >= 0, got {self.retries}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigError(f"timeout must be positive, got {self.timeout}")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.backoff < 0 or self.max_backoff < self.backoff:
+            raise ConfigError("need 0 <= backoff <= max_backoff")
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds to wait before retrying after failed attempt ``attempt`` (1-based)."""
+        return float(min(self.max_backoff, self.backoff * 2 ** max(0, attempt - 1)))
+
+
+class TaskFunction(Generic[P, R]):
+    """An async function registered as a task. Call it to run it here; ``submit`` to queue."""
+
+    def __init__(self, app: App, fn: Callable[P, Awaitable[R]], options: TaskOptions) -> None:
+        self.app = app
+        self.fn = fn
+        self.options = options
+        self.name = options.name
+        self.codec = CallCodec(fn)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
+        """Run the function directly, in this process (no task is created)."""
+        return self.fn(*args, **kwargs)
+
+    def handle(self, task_id: str) -> TaskHandle[R]:
+        """A handle on an existing task of this function, by id."""
+        return TaskHandle(self.app._require_backend(), task_id, self.name, self.codec)
+
+    async def submit(
+        self, *args: Any, depends_on: Iterable[TaskHandle[Any] | str] | None = None, **kwargs: Any
+    ) -> TaskHandle[R]:
+        """Queue a call; returns its :class:`TaskHandle` once the request is durable.
+
+        With ``depends_on``, the task starts only after every dependency succeeded and is
+        cancelled (naming the cause) when one did not.
+        """
+        return await self.submit_with(args, kwargs, depends_on=depends_on)
+
+    async def submit_with(
+        self,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        task_id: str | None = None,
+        depends_on: Iterable[TaskHandle[Any] | str] | None = None,
+    ) -> TaskHandle[R]:
+        """:meth:`submit` with an explicit ``task_id`` (idempotent: resubmitting is a no-op)."""
+        kwargs = kwargs or {}
+        task_id = validate_name(task_id, "task id") if task_id else uuid.uuid4().hex
+        payload = self.codec.encode_args(args, kwargs)
+        deps = [d.id if isinstance(d, TaskHandle) else str(d) for d in depends_on or ()]
+        backend = await self.app.backend()
+        with tracer().start_as_current_span("jsflow.tasks.submit") as span:
+            span.set_attribute("jsflow.task", self.name)
+            span.set_attribute("jsflow.task_id", task_id)
+            data, ref = await backend.externalize(f"{task_id}.args", payload)
+            state = new_state(task_id, self.name, data, ref)
+            if deps:
+                deps = await backend.check_dependencies(task_id, deps)
+                await backend.submit_dependent(state, deps)
+            else:
+                await backend.request([state])
+        return TaskHandle(backend, task_id, self.name, self.codec)
+
+    async def submit_at(self, when: dt.datetime, *args: Any, **kwargs: Any) -> TaskHandle[R]:
+        """Queue a call that the server releases at ``when`` (timezone-aware datetime)."""
+        from jsflow.tasks.schedules import submit_at
+
+        return await submit_at(self, when, args, kwargs)
+
+    async def submit_in(self, delay: float, *args: Any, **kwargs: Any) -> TaskHandle[R]:
+        """Queue a call that the server releases after ``delay`` seconds."""
+        if not delay >= 0:
+            raise ConfigError(f"delay must be >= 0, got {delay}")
+        when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
+        return await self.submit_at(when, *args, **kwargs)
+
+    async def schedule(self, schedule_id: str, cron: str, *args: Any, **kwargs: Any) -> Schedule:
+        """Run this task on ``cron`` (6-field cron with seconds, ``@every 10s``, ``@hourly``).
+
+        The server fires each tick once, however many workers run; each firing is a task
+        whose id is derived from the schedule and the tick.
+        """
+        from jsflow.tasks.schedules import schedule_cron
+
+        return await schedule_cron(self, schedule_id, cron, args, kwargs)
+
+
+class App:
+    """A named set of tasks on one client; workers of any process execute them.
+
+    ``client`` may be ``None`` for an app defined at import time and bound later
+    (``app.bind(client)``, as the ``jsflow worker`` command does).
+    """
+
+    def __init__(
+        self,
+        client: Client | None,
+        name: str = "default",
+        *,
+        artifact_threshold: int = DEFAULT_ARTIFACT_THRESHOLD,
+    ) -> None:
+        validate_name(name, "app name")
+        if artifact_threshold < 1:
+            raise ConfigError(f"artifact_threshold must be >= 1, got {artifact_threshold}")
+        self.client = client
+        self.name = name
+        self.artifact_threshold = artifact_threshold
+        self.tasks: dict[str, TaskFunction[Any, Any]] = {}
+        self._backend: TaskBackend | None = None
+        self._backend_lock = asyncio.Lock()
+
+    def bind(self, client: Client) -> None:
+        """Attach the client of an app created with ``client=None``."""
+        if self.client is not None and self.client is not client:
+            raise ConfigError(f"app {self.name!r} is already bound to a client")
+        self.client = client
+
+    def task(
+        self,
+        fn: Callable[P, Awaitable[R]] | None = None,
+        *,
+        name: str | None = None,
+        retries: int = 3,
+        timeout: float | None = None,
+        rate_limit: str | tuple[float, float] | None = None,
+        concurrency: int | None = None,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+    ) -> Any:
+        """Decorator registering an async function as a task (``@app.task`` or
+        ``@app.task(retries=5, timeout=30)``); returns a :class:`TaskFunction`."""
+
+        def register(func: Callable[P, Awaitable[R]]) -> TaskFunction[P, R]:
+            if not inspect.iscoroutinefunction(func):
+                raise ConfigError(f"@task needs an async function, got {func!r}")
+            options = TaskOptions(
+                name=name or func.__name__,
+                retries=retries,
+                timeout=timeout,
+                rate_limit=_parse_rate(rate_limit),
+                concurrency=concurrency,
+                backoff=backoff,
+                max_backoff=max_backoff,
+            )
+            if options.name in self.tasks:
+                raise ConfigError(f"task {options.name!r} is already registered in {self.name!r}")
+            task_fn: TaskFunction[P, R] = TaskFunction(self, func, options)
+            self.tasks[options.name] = task_fn
+            return task_fn
+
+        return register(fn) if fn is not None else register
+
+    def _require_backend(self) -> TaskBackend:
+        if self._backend is None:
+            raise ConfigError("the app is not opened yet: await app.backend() first")
+        return self._backend
+
+    async def backend(self) -> TaskBackend:
+        """The shared :class:`TaskBackend` (streams and task store created on first use)."""
+        if self._backend is not None:
+            return self._backend
+        if self.client is None:
+            raise ConfigError(f"app {self.name!r} has no client: call app.bind(client)")
+        async with self._backend_lock:
+            if self._backend is None:
+                self._backend = await TaskBackend.open(
+                    self.client, artifact_threshold=self.artifact_threshold
+                )
+        return self._backend
+
+    async def handle(self, task_id: str) -> TaskHandle[Any]:
+        """A handle on any task by id (results decode with the task's codec when known)."""
+        backend = await self.backend()
+        state = await backend.store.get(task_id)
+        name = state.name if state is not None else ""
+        fn = self.tasks.get(name)
+        return TaskHandle(backend, task_id, name, fn.codec if fn else None)
+
+    def worker(
+        self,
+        concurrency: int = 10,
+        *,
+        ack_wait: float = 30.0,
+        tasks: Iterable[str] | None = None,
+    ) -> Worker:
+        """A :class:`Worker` for this app's tasks; use ``async with`` or ``await run()``."""
+        from jsflow.tasks.worker import Worker
+
+        return Worker(self, concurrency=concurrency, ack_wait=ack_wait, tasks=tasks)
+
+    async def run_worker(self, concurrency: int = 10, *, ack_wait: float = 30.0) -> None:
+        """Execute this app's tasks until cancelled (see :class:`Worker`)."""
+        await self.worker(concurrency, ack_wait=ack_wait).run()

@@ -1,0 +1,366 @@
+"""``TaskBackend``: what App, TaskHandle, EventRouter, workers and the CLI share.
+
+It publishes task requests (atomically when one event expands into several), moves task
+states with compare-and-set, cancels, replays dead letters, and resolves dependencies.
+Resolution is leaderless: every step is a compare-and-set on the dependent's state plus an
+idempotent publish (``Nats-Msg-Id`` = task id), so any number of resolvers may race safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from jsflow._proto import task_pb2
+from jsflow.errors import ConfigError, ServerError, map_nats_errors
+from jsflow.observability import get_logger, tracer
+from jsflow.tasks.artifacts import ArtifactStore
+from jsflow.tasks.errors import DependencyCycleError, TaskNotFoundError
+from jsflow.tasks.events import TaskEvent, publish_event
+from jsflow.tasks.state import Declined, TaskStore, set_status, status_of
+from jsflow.tasks.status import TaskStatus
+from jsflow.tasks.streams import (
+    CANCEL_PREFIX,
+    H_ARGS_REF,
+    H_MSG_ID,
+    H_TASK_ID,
+    ensure_streams,
+    request_subject,
+)
+
+if TYPE_CHECKING:
+    from jsflow.client import Client
+
+__all__ = ["DEFAULT_ARTIFACT_THRESHOLD", "TaskBackend"]
+
+DEFAULT_ARTIFACT_THRESHOLD = 256 * 1024
+_MAX_GRAPH = 10_000
+_DUPLICATE_IN_BATCH = 10201
+_FAILED_DEP = (TaskStatus.FAILED, TaskStatus.DEAD, TaskStatus.CANCELLED)
+_log = get_logger(__name__)
+
+
+def new_state(
+    task_id: str, name: str, args: bytes, args_ref: str = "", *, released: bool = True
+) -> task_pb2.TaskState:
+    """A fresh ``PENDING`` state."""
+    state = task_pb2.TaskState(
+        id=task_id, name=name, args=args, args_ref=args_ref, released=released
+    )
+    state.created_at = time.time()
+    set_status(state, TaskStatus.PENDING)
+    return state
+
+
+class TaskBackend:
+    """Shared machinery of the tasks layer for one client."""
+
+    def __init__(
+        self,
+        client: Client,
+        store: TaskStore,
+        *,
+        artifact_threshold: int = DEFAULT_ARTIFACT_THRESHOLD,
+    ) -> None:
+        if artifact_threshold < 1:
+            raise ConfigError(f"artifact_threshold must be >= 1, got {artifact_threshold}")
+        self.client = client
+        self.store = store
+        self.artifacts = ArtifactStore(client)
+        self.artifact_threshold = artifact_threshold
+
+    @classmethod
+    async def open(
+        cls, client: Client, *, artifact_threshold: int = DEFAULT_ARTIFACT_THRESHOLD
+    ) -> TaskBackend:
+        """Ensure the streams and the task-state bucket exist, and bind them."""
+        await ensure_streams(client)
+        store = await TaskStore.open(client)
+        return cls(client, store, artifact_threshold=artifact_threshold)
+
+    # -- payloads --------------------------------------------------------------------------
+
+    async def externalize(self, name: str, data: bytes) -> tuple[bytes, str]:
+        """``(data, "")``, or ``(b"", ref)`` after moving a large payload to the object store."""
+        if len(data) <= self.artifact_threshold:
+            return data, ""
+        return b"", await self.artifacts.put(name, data)
+
+    async def resolve(self, data: bytes, ref: str) -> bytes:
+        """The payload itself, fetching it from the object store when ``ref`` is set."""
+        return await self.artifacts.get(ref) if ref else data
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def request(self, states: Sequence[task_pb2.TaskState]) -> None:
+        """Create the states (idempotent) and publish their requests, atomically when several.
+
+        Safe to repeat: an existing state is kept and a request republished within the
+        stream's duplicate window is dropped by the server (``Nats-Msg-Id`` = task id).
+        """
+        await asyncio.gather(*(self.store.create(s) for s in states))
+        await self.publish_requests([s for s in states if s.released])
+        await asyncio.gather(
+            *(
+                publish_event(
+                    self.client,
+                    TaskEvent(s.id, s.name, "requested"),
+                    log_only=True,
+                    msg_id=f"{s.id}-requested",
+                )
+                for s in states
+            )
+        )
+
+    async def publish_requests(
+        self, states: Sequence[task_pb2.TaskState], *, msg_ids: Sequence[str] | None = None
+    ) -> None:
+        """Publish ``task.requested.<name>`` for each state; several go as one atomic batch."""
+        if not states:
+            return
+        ids = list(msg_ids) if msg_ids is not None else [s.id for s in states]
+        if len(states) == 1:
+            await self._publish_one(states[0], ids[0])
+            return
+        try:
+            await self._publish_batch(states, ids)
+        except ServerError as exc:
+            _log.warning("tasks.batch_publish_failed", error=str(exc))
+            for state, msg_id in zip(states, ids, strict=True):
+                await self._publish_one(state, msg_id)
+
+    @staticmethod
+    def _headers(state: task_pb2.TaskState, msg_id: str) -> dict[str, str]:
+        headers = {H_TASK_ID: state.id, H_MSG_ID: msg_id}
+        if state.args_ref:
+            headers[H_ARGS_REF] = state.args_ref
+        return headers
+
+    async def _publish_one(self, state: task_pb2.TaskState, msg_id: str) -> None:
+        subject = request_subject(state.name)
+        with map_nats_errors(subject=subject):
+            await self.client.js.publish(
+                subject, bytes(state.args), headers=self._headers(state, msg_id)
+            )
+
+    async def _publish_batch(self, states: Sequence[task_pb2.TaskState], ids: list[str]) -> None:
+        nc = self.client.nc
+        batch_id = uuid.uuid4().hex
+        last = len(states) - 1
+        with tracer().start_as_current_span("jsflow.tasks.publish_batch") as span:
+            span.set_attribute("jsflow.batch_size", len(states))
+            with map_nats_errors(subject=request_subject(states[0].name)):
+                for i, (state, msg_id) in enumerate(zip(states, ids, strict=True)):
+                    headers = self._headers(state, msg_id)
+                    headers["Nats-Batch-Id"] = batch_id
+                    headers["Nats-Batch-Sequence"] = str(i + 1)
+                    subject = request_subject(state.name)
+                    if i < last:
+                        await nc.publish(subject, bytes(state.args), headers=headers)
+                        continue
+                    headers["Nats-Batch-Commit"] = "1"
+                    reply = await nc.request(
+                        subject, bytes(state.args), headers=headers, timeout=self.client.timeout
+                    )
+            answer = json.loads(reply.data or b"{}")
+            error = answer.get("error")
+            if error is None:
+                return
+            if error.get("err_code") == _DUPLICATE_IN_BATCH:  # a redelivered expansion
+                span.set_attribute("jsflow.duplicate", True)
+                return
+            raise ServerError(
+                f"atomic batch rejected: {error.get('description')} (code {error.get('err_code')})"
+            )
+
+    # -- cancel and replay -----------------------------------------------------------------
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a task: a pending one never starts, a running one is interrupted.
+
+        Returns ``False`` when the task had already finished.
+        """
+
+        def fn(state: task_pb2.TaskState) -> None:
+            status = status_of(state)
+            if status.terminal or state.cancel_requested:
+                raise Declined
+            if status is TaskStatus.RUNNING:
+                state.cancel_requested = True
+                return
+            set_status(state, TaskStatus.CANCELLED)
+            state.error_type = "TaskCancelledError"
+            state.error_message = "cancelled"
+
+        new = await self.store.transition(task_id, fn)
+        if new is None:
+            current = await self.store.get(task_id)
+            if current is None:
+                raise TaskNotFoundError(task_id)
+            return current.cancel_requested and not status_of(current).terminal
+        if status_of(new) is TaskStatus.CANCELLED:
+            await self.finished(new)
+        else:
+            subject = CANCEL_PREFIX + task_id
+            with map_nats_errors(subject=subject):
+                await self.client.nc.publish(subject, b"")
+        return True
+
+    async def finished(self, state: task_pb2.TaskState) -> None:
+        """Announce a task that reached a terminal status by a path other than a worker."""
+        status = status_of(state)
+        await publish_event(
+            self.client,
+            TaskEvent(
+                state.id,
+                state.name,
+                status.value.lower(),
+                attempt=state.attempt,
+                error_type=state.error_type,
+                error_message=state.error_message,
+            ),
+        )
+        await self.resolve_dependents(state)
+
+    async def replay(self, task_id: str) -> bool:
+        """Run a ``FAILED`` or ``DEAD`` task again from attempt 1; ``False`` if it is neither."""
+
+        def fn(state: task_pb2.TaskState) -> None:
+            if status_of(state) not in (TaskStatus.FAILED, TaskStatus.DEAD):
+                raise Declined
+            set_status(state, TaskStatus.PENDING)
+            state.attempt = 0
+            state.error_type = state.error_message = ""
+            state.finished_at = 0.0
+            state.cancel_requested = False
+            state.released = True
+            state.replays += 1
+
+        new = await self.store.transition(task_id, fn)
+        if new is None:
+            if await self.store.get(task_id) is None:
+                raise TaskNotFoundError(task_id)
+            return False
+        await self.publish_requests([new], msg_ids=[f"{new.id}-replay{new.replays}"])
+        return True
+
+    # -- dependencies ----------------------------------------------------------------------
+
+    async def check_dependencies(self, task_id: str, depends_on: Iterable[str]) -> list[str]:
+        """Validate ``depends_on`` for a new task ``task_id``: every dependency must exist and
+        none may lead back to ``task_id`` (:class:`DependencyCycleError`)."""
+        deps = list(dict.fromkeys(depends_on))
+        if task_id in deps:
+            raise DependencyCycleError(f"task {task_id} cannot depend on itself")
+        seen: set[str] = set()
+        frontier = deps
+        while frontier:
+            states = await asyncio.gather(*(self.store.get(d) for d in frontier))
+            nxt: list[str] = []
+            for dep_id, state in zip(frontier, states, strict=True):
+                if state is None:
+                    raise TaskNotFoundError(dep_id)
+                seen.add(dep_id)
+                for up in state.depends_on:
+                    if up == task_id:
+                        raise DependencyCycleError(
+                            f"task {task_id} would depend on itself through {dep_id}"
+                        )
+                    if up not in seen:
+                        nxt.append(up)
+            if len(seen) > _MAX_GRAPH:
+                raise ConfigError(f"dependency graph of {task_id} exceeds {_MAX_GRAPH} tasks")
+            frontier = list(dict.fromkeys(nxt))
+        return deps
+
+    async def submit_dependent(self, state: task_pb2.TaskState, deps: Sequence[str]) -> None:
+        """Create a task that waits for ``deps``, register it with them, and try to release."""
+        state.depends_on.extend(deps)
+        state.released = False
+        await self.request([state])
+
+        def add(dep: task_pb2.TaskState) -> None:
+            if state.id in dep.dependents:
+                raise Declined
+            dep.dependents.append(state.id)
+
+        await asyncio.gather(*(self.store.transition(d, add) for d in deps))
+        # A dependency may have finished before it learnt about us: resolve now as well.
+        await self._resolve(state.id)
+
+    async def resolve_dependents(self, state: task_pb2.TaskState) -> None:
+        """Release or cancel the dependents of a finished task, transitively (bounded)."""
+        queue = deque(state.dependents)
+        seen: set[str] = set()
+        while queue and len(seen) < _MAX_GRAPH:
+            task_id = queue.popleft()
+            if task_id in seen:
+                continue
+            seen.add(task_id)
+            cancelled = await self._resolve(task_id)
+            if cancelled is not None:
+                queue.extend(cancelled.dependents)
+
+    async def _resolve(self, task_id: str) -> task_pb2.TaskState | None:
+        """Release ``task_id`` if all its dependencies succeeded, cancel it if one did not.
+
+        Returns the state when this call cancelled the task (its dependents need resolving).
+        """
+        state = await self.store.get(task_id)
+        if state is None or state.released or status_of(state).terminal:
+            return None
+        deps = await asyncio.gather(*(self.store.get(d) for d in state.depends_on))
+        failed = next(
+            (
+                (dep_id, d)
+                for dep_id, d in zip(state.depends_on, deps, strict=True)
+                if d is None or status_of(d) in _FAILED_DEP
+            ),
+            None,
+        )
+        if failed is not None:
+            dep_id, dep = failed
+            cause = (
+                f"dependency {dep_id} is missing"
+                if dep is None
+                else f"dependency {dep_id} ({dep.name}) {status_of(dep).value}"
+                + (f": {dep.error_type}: {dep.error_message}" if dep.error_type else "")
+            )
+
+            def cancel(s: task_pb2.TaskState) -> None:
+                if s.released or status_of(s).terminal:
+                    raise Declined
+                set_status(s, TaskStatus.CANCELLED)
+                s.error_type = "DependencyFailed"
+                s.error_message = cause
+
+            new = await self.store.transition(task_id, cancel)
+            if new is not None:
+                await publish_event(
+                    self.client,
+                    TaskEvent(
+                        new.id,
+                        new.name,
+                        "cancelled",
+                        error_type=new.error_type,
+                        error_message=new.error_message,
+                    ),
+                )
+            return new
+        if all(d is not None and status_of(d) is TaskStatus.SUCCEEDED for d in deps):
+            # Publish first (idempotent by id), then mark released: a crash in between
+            # leaves a task that the next resolver releases again, never a lost one.
+            await self.publish_requests([state])
+
+            def release(s: task_pb2.TaskState) -> None:
+                if s.released:
+                    raise Declined
+                s.released = True
+
+            await self.store.transition(task_id, release)
+        return None

@@ -1,0 +1,44 @@
+"""``current_task()``: the running task's id, attempt and progress reporting."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+from jsflow.errors import ConfigError, TaskError
+from jsflow.tasks.events import TaskEvent, publish_event
+
+if TYPE_CHECKING:
+    from jsflow.client import Client
+
+__all__ = ["TaskContext", "current_task"]
+
+
+class TaskContext:
+    """What a running task knows about itself; get it with :func:`current_task`."""
+
+    def __init__(self, client: Client, task_id: str, name: str, attempt: int) -> None:
+        self._client = client
+        self.id = task_id
+        self.name = name
+        self.attempt = attempt
+
+    async def progress(self, percent: float, message: str = "") -> None:
+        """Report progress (0-100) as a ``task.progress.<name>`` event."""
+        if not 0 <= percent <= 100:
+            raise ConfigError(f"progress must be between 0 and 100, got {percent}")
+        await publish_event(
+            self._client,
+            TaskEvent(self.id, self.name, "progress", self.attempt, float(percent), message),
+        )
+
+
+_current: ContextVar[TaskContext | None] = ContextVar("jsflow_current_task", default=None)
+
+
+def current_task() -> TaskContext:
+    """The :class:`TaskContext` of the task running in this coroutine (raises outside one)."""
+    ctx = _current.get()
+    if ctx is None:
+        raise TaskError("current_task() called outside a running task")
+    return ctx

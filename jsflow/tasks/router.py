@@ -1,0 +1,288 @@
+"""``EventRouter``: expand domain events into task requests, declaratively and idempotently.
+
+    router = EventRouter(client)
+    router.on("device.updated").request("recalculate_fields", "sync_external_systems")
+    await router.run()   # until cancelled
+
+One event becomes its set of task requests in one atomic batch publish; each task id is a
+hash of the event's identity (its ``Nats-Msg-Id``, else stream and sequence) and the rule,
+so a redelivered event finds its tasks already there and publishes nothing new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from os import PathLike
+from typing import TYPE_CHECKING, Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import api
+
+from jsflow.errors import CodecError, ConfigError, map_nats_errors
+from jsflow.keys import validate_pattern
+from jsflow.observability import get_logger, tracer
+from jsflow.tasks.backend import TaskBackend, new_state
+from jsflow.tasks.payload import raw_args
+from jsflow.tasks.streams import validate_name
+
+if TYPE_CHECKING:
+    from jsflow.client import Client
+
+__all__ = ["EventRouter", "Rule"]
+
+_log = get_logger(__name__)
+_FETCH_BATCH = 32
+_FETCH_WAIT = 1.0
+
+
+@dataclass(slots=True)
+class Rule:
+    """Events matching ``pattern`` request ``tasks``; ``map`` turns the event's decoded data
+    into the task argument (``None`` from ``map`` skips the event)."""
+
+    pattern: str
+    tasks: tuple[str, ...] = ()
+    map: Callable[[Any], Any] | None = None
+    index: int = 0
+
+    def request(self, *task_names: str, map: Callable[[Any], Any] | None = None) -> Rule:
+        """Name the tasks one matching event requests (returns the rule, for chaining)."""
+        if not task_names:
+            raise ConfigError(f"rule {self.pattern!r} needs at least one task name")
+        for name in task_names:
+            validate_name(name)
+        if map is not None and not callable(map):
+            raise ConfigError("map must be callable")
+        self.tasks = tuple(dict.fromkeys((*self.tasks, *task_names)))
+        self.map = map if map is not None else self.map
+        return self
+
+    def matches(self, subject: str) -> bool:
+        """Whether ``subject`` matches this rule's pattern (NATS wildcards)."""
+        pat = self.pattern.split(".")
+        sub = subject.split(".")
+        for i, token in enumerate(pat):
+            if token == ">":
+                return len(sub) > i
+            if i >= len(sub) or (token != "*" and token != sub[i]):
+                return False
+        return len(sub) == len(pat)
+
+
+def _decode_event(data: bytes) -> Any:
+    try:
+        return json.loads(data) if data else None
+    except (ValueError, UnicodeDecodeError):
+        return data
+
+
+@dataclass(slots=True)
+class _Stats:
+    events: int = 0
+    requested: int = 0
+    errors: int = 0
+
+
+class EventRouter:
+    """Consumes domain events durably from ``stream`` and requests the tasks its rules name.
+
+    ``stream`` is created (capturing the rules' patterns) when it does not exist; ``durable``
+    names the router's consumer, shared by every router replica.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        stream: str = "JSFLOW_EVENTS",
+        durable: str = "jsflow_router",
+        ack_wait: float = 30.0,
+    ) -> None:
+        validate_name(stream, "stream name")
+        validate_name(durable, "durable name")
+        if not ack_wait >= 1.0:
+            raise ConfigError(f"ack_wait must be >= 1 second, got {ack_wait}")
+        self.client = client
+        self.stream = stream
+        self.durable = durable
+        self.ack_wait = ack_wait
+        self.rules: list[Rule] = []
+        self.stats = _Stats()
+        self._backend: TaskBackend | None = None
+
+    def on(self, subject_pattern: str) -> Rule:
+        """A new rule for events on ``subject_pattern`` (``*`` and ``>`` wildcards allowed)."""
+        validate_pattern(subject_pattern)
+        rule = Rule(subject_pattern, index=len(self.rules))
+        self.rules.append(rule)
+        return rule
+
+    @classmethod
+    def from_toml(cls, client: Client, path: str | PathLike[str], **options: Any) -> EventRouter:
+        """A router whose rules come from a TOML file::
+
+        stream = "JSFLOW_EVENTS"      # optional
+        [[rule]]
+        on = "device.updated"
+        request = ["recalculate_fields", "sync_external_systems"]
+        """
+        try:
+            with open(path, "rb") as fh:
+                doc = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read router rules from {path}: {exc}") from exc
+        for key in ("stream", "durable"):
+            if key in doc and key not in options:
+                options[key] = doc[key]
+        router = cls(client, **options)
+        rules = doc.get("rule", [])
+        if not isinstance(rules, list) or not rules:
+            raise ConfigError(f"{path}: needs at least one [[rule]] table")
+        for i, item in enumerate(rules):
+            if not isinstance(item, dict) or not isinstance(item.get("on"), str):
+                raise ConfigError(f'{path}: rule {i} needs on = "<subject pattern>"')
+            names = item.get("request")
+            if isinstance(names, str):
+                names = [names]
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ConfigError(f'{path}: rule {i} needs request = ["<task>", ...]')
+            router.on(item["on"]).request(*names)
+        return router
+
+    # -- expansion -------------------------------------------------------------------------
+
+    @staticmethod
+    def task_id(event_identity: str, rule: Rule, task_name: str) -> str:
+        """The deterministic id of the task ``rule`` requests for an event."""
+        digest = hashlib.sha256(f"{event_identity}|{rule.index}|{task_name}".encode())
+        return digest.hexdigest()[:32]
+
+    async def expand(self, msg: Msg) -> list[str]:
+        """Request the tasks the rules name for one event; returns their ids (idempotent)."""
+        backend = await self._ensure_backend()
+        headers = msg.headers or {}
+        identity = headers.get("Nats-Msg-Id")
+        if not identity:
+            meta = msg.metadata
+            identity = f"{meta.stream}:{meta.sequence.stream}"
+        states = []
+        decoded: Any = ...
+        for rule in self.rules:
+            if not rule.matches(msg.subject):
+                continue
+            if rule.map is None:
+                arg = bytes(msg.data or b"")
+            else:
+                if decoded is ...:
+                    decoded = _decode_event(msg.data or b"")
+                try:
+                    mapped = rule.map(decoded)
+                except Exception as exc:
+                    raise CodecError(
+                        f"rule {rule.pattern!r} map failed: {type(exc).__name__}: {exc}"
+                    ) from exc
+                if mapped is None:
+                    continue
+                try:
+                    arg = json.dumps(mapped, separators=(",", ":")).encode()
+                except (TypeError, ValueError) as exc:
+                    raise CodecError(
+                        f"rule {rule.pattern!r} map result is not JSON: {exc}"
+                    ) from exc
+            for name in rule.tasks:
+                task_id = self.task_id(identity, rule, name)
+                data, ref = await backend.externalize(f"{task_id}.args", raw_args(arg))
+                states.append(new_state(task_id, name, data, ref))
+        if states:
+            with tracer().start_as_current_span("jsflow.tasks.route") as span:
+                span.set_attribute("jsflow.subject", msg.subject)
+                span.set_attribute("jsflow.tasks", len(states))
+                await backend.request(states)
+        return [s.id for s in states]
+
+    async def _ensure_backend(self) -> TaskBackend:
+        if self._backend is None:
+            self._backend = await TaskBackend.open(self.client)
+        return self._backend
+
+    # -- consuming -------------------------------------------------------------------------
+
+    async def _bind(self) -> Any:
+        if not self.rules:
+            raise ConfigError("the router has no rules: add some with router.on(...)")
+        js = self.client.js
+        patterns = list(dict.fromkeys(r.pattern for r in self.rules))
+        with map_nats_errors(subject=self.stream):
+            try:
+                await js.stream_info(self.stream)
+            except nats.js.errors.NotFoundError:
+                with contextlib.suppress(nats.js.errors.BadRequestError):
+                    await js.add_stream(
+                        api.StreamConfig(
+                            name=self.stream, subjects=patterns, storage=api.StorageType.FILE
+                        )
+                    )
+            config = api.ConsumerConfig(
+                durable_name=self.durable,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                deliver_policy=api.DeliverPolicy.ALL,
+                ack_wait=self.ack_wait,
+                max_deliver=-1,
+                filter_subjects=patterns if len(patterns) > 1 else None,
+                filter_subject=patterns[0] if len(patterns) == 1 else None,
+            )
+            try:
+                await js.add_consumer(self.stream, config)
+            except nats.js.errors.BadRequestError as exc:
+                _log.info("tasks.router_consumer_exists", consumer=self.durable, detail=str(exc))
+            return await js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+
+    async def run(self) -> None:
+        """Consume domain events until cancelled; each is acked after its tasks are durable."""
+        await self._ensure_backend()
+        psub = await self._bind()
+        errors = 0
+        try:
+            while True:
+                try:
+                    msgs = await psub.fetch(_FETCH_BATCH, timeout=_FETCH_WAIT)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # connection trouble: back off (bounded), go on
+                    errors += 1
+                    _log.warning("tasks.router_fetch_failed", error=repr(exc))
+                    await asyncio.sleep(min(5.0, 0.1 * 2**errors))
+                    continue
+                errors = 0
+                for msg in msgs:
+                    await self._route(msg)
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+    async def _route(self, msg: Msg) -> None:
+        self.stats.events += 1
+        try:
+            ids = await self.expand(msg)
+        except CodecError as exc:  # a map that cannot handle this event: never retry it
+            self.stats.errors += 1
+            _log.warning("tasks.router_bad_event", subject=msg.subject, error=str(exc))
+            await msg.term()
+            return
+        except Exception as exc:  # transient: redelivered after a short delay
+            self.stats.errors += 1
+            _log.warning("tasks.router_failed", subject=msg.subject, error=repr(exc))
+            await msg.nak(delay=1.0)
+            return
+        self.stats.requested += len(ids)
+        await msg.ack()

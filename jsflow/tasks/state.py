@@ -1,0 +1,150 @@
+"""``TaskStore``: every task's state (a ``TaskState`` protobuf) in one KV bucket.
+
+Every status change is a compare-and-set (:meth:`ObjectStore.update`), so of two workers
+racing to finish one task attempt exactly one wins.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from jsflow._proto import task_pb2
+from jsflow.errors import KeyExistsError
+from jsflow.store import KeyListener, ObjectStore
+from jsflow.tasks.status import TaskStatus
+from jsflow.tasks.streams import STATE_BUCKET
+
+if TYPE_CHECKING:
+    from jsflow.client import Client
+
+__all__ = ["TaskInfo", "TaskStore"]
+
+TaskState = task_pb2.TaskState
+
+
+class Declined(Exception):
+    """Internal: a transition function refused to change the state."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """A read-only snapshot of a task's state."""
+
+    id: str
+    name: str
+    status: TaskStatus
+    attempt: int
+    error_type: str
+    error_message: str
+    worker: str
+    created_at: float
+    started_at: float
+    finished_at: float
+    cancel_requested: bool
+    depends_on: tuple[str, ...]
+    revision: int
+
+    @classmethod
+    def from_state(cls, state: task_pb2.TaskState, revision: int = 0) -> TaskInfo:
+        """Snapshot a ``TaskState``."""
+        return cls(
+            id=state.id,
+            name=state.name,
+            status=TaskStatus.from_proto(state.status),
+            attempt=state.attempt,
+            error_type=state.error_type,
+            error_message=state.error_message,
+            worker=state.worker,
+            created_at=state.created_at,
+            started_at=state.started_at,
+            finished_at=state.finished_at,
+            cancel_requested=state.cancel_requested,
+            depends_on=tuple(state.depends_on),
+            revision=revision,
+        )
+
+
+def status_of(state: task_pb2.TaskState) -> TaskStatus:
+    """The :class:`TaskStatus` of a ``TaskState``."""
+    return TaskStatus.from_proto(state.status)
+
+
+def set_status(state: task_pb2.TaskState, status: TaskStatus) -> None:
+    """Set the status (and ``finished_at`` for terminal ones)."""
+    state.status = status.to_proto()  # type: ignore[assignment]
+    if status.terminal:
+        state.finished_at = time.time()
+
+
+class TaskStore:
+    """Task states keyed by task id, in the ``jsflow_tasks`` KV bucket."""
+
+    def __init__(self, store: ObjectStore[task_pb2.TaskState]) -> None:
+        self.store = store
+
+    @classmethod
+    async def open(cls, client: Client, bucket: str = STATE_BUCKET) -> TaskStore:
+        """Create or bind the bucket (idempotent)."""
+        return cls(await client.object_store(bucket, task_pb2.TaskState))
+
+    async def get(self, task_id: str) -> task_pb2.TaskState | None:
+        """The state of ``task_id``, or ``None``."""
+        entry = await self.store.get(task_id)
+        return None if entry is None else entry.value
+
+    async def info(self, task_id: str) -> TaskInfo | None:
+        """A :class:`TaskInfo` snapshot of ``task_id``, or ``None``."""
+        entry = await self.store.get(task_id)
+        return None if entry is None else TaskInfo.from_state(entry.value, entry.revision)
+
+    async def create(self, state: task_pb2.TaskState) -> bool:
+        """Write a new task's state; ``False`` when the id exists already (idempotent submit)."""
+        try:
+            await self.store.create(state.id, state)
+        except KeyExistsError:
+            return False
+        return True
+
+    async def transition(
+        self, task_id: str, fn: Callable[[task_pb2.TaskState], None]
+    ) -> task_pb2.TaskState | None:
+        """Apply ``fn`` with compare-and-set; ``None`` when ``fn`` raised :class:`Declined`.
+
+        ``fn`` mutates the state in place; it must raise :class:`Declined` to leave it as is
+        (it also receives an empty state, ``id == ""``, for an absent task).
+        """
+
+        def guarded(state: task_pb2.TaskState) -> None:
+            if not state.id:
+                raise Declined
+            fn(state)
+
+        try:
+            entry = await self.store.update(task_id, guarded)
+        except Declined:
+            return None
+        return entry.value
+
+    async def list(
+        self, *, statuses: Sequence[TaskStatus] = (), name: str | None = None
+    ) -> list[TaskInfo]:
+        """Every task (optionally only those with one of ``statuses`` / named ``name``)."""
+        found = []
+        for key in await self.store.keys():
+            entry = await self.store.get(key)
+            if entry is None:
+                continue
+            info = TaskInfo.from_state(entry.value, entry.revision)
+            if statuses and info.status not in statuses:
+                continue
+            if name is not None and info.name != name:
+                continue
+            found.append(info)
+        return sorted(found, key=lambda i: i.created_at)
+
+    async def listen(self, task_id: str) -> KeyListener[task_pb2.TaskState]:
+        """A listener on the store's one shared watch (see :meth:`ObjectStore.listen`)."""
+        return await self.store.listen(task_id)

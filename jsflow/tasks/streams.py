@@ -1,0 +1,130 @@
+"""Names of the streams, buckets, subjects and headers of the tasks layer; stream setup.
+
+``JSFLOW_TASKS`` captures ``task.>``: requests (``task.requested.<name>``, consumed by one
+durable pull consumer per task name), lifecycle events (``task.<kind>.<name>``) and schedules
+(``task.schedule.<name>.<id>``, which the server turns into requests when due).
+``JSFLOW_TASK_EVENTS`` holds one subject per task, ``jsflow.task_events.<id>``, so one task's
+events replay without scanning anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import weakref
+from typing import TYPE_CHECKING
+
+import nats.js.errors
+from nats.js import api
+
+from jsflow.errors import ConfigError, map_nats_errors
+
+if TYPE_CHECKING:
+    from jsflow.client import Client
+
+__all__ = [
+    "CANCEL_PREFIX",
+    "EVENT_STREAM",
+    "STATE_BUCKET",
+    "TASK_STREAM",
+    "ensure_streams",
+    "event_subject",
+    "log_subject",
+    "request_subject",
+    "schedule_subject",
+    "validate_name",
+]
+
+TASK_STREAM = "JSFLOW_TASKS"
+EVENT_STREAM = "JSFLOW_TASK_EVENTS"
+STATE_BUCKET = "jsflow_tasks"
+ARTIFACT_BUCKET = "jsflow_artifacts"
+CANCEL_PREFIX = "jsflow.task_cancel."
+
+H_TASK_ID = "Jsflow-Task-Id"
+H_TASK_NAME = "Jsflow-Task-Name"
+H_EVENT = "Jsflow-Event"
+H_ARGS_REF = "Jsflow-Args-Ref"
+H_SCHEDULE_ID = "Jsflow-Schedule-Id"
+H_MSG_ID = "Nats-Msg-Id"
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+_ready: weakref.WeakKeyDictionary[Client, asyncio.Future[None]] = weakref.WeakKeyDictionary()
+
+
+def validate_name(value: str, what: str = "task name") -> str:
+    """Return ``value`` if it is one subject token of ``A-Z a-z 0-9 _ -``, else ConfigError."""
+    if not isinstance(value, str) or not _TOKEN.match(value):
+        raise ConfigError(f"invalid {what} {value!r}: use 1-200 of A-Z a-z 0-9 _ -")
+    return value
+
+
+def request_subject(name: str) -> str:
+    """Subject a request for task ``name`` is published on."""
+    return f"task.requested.{name}"
+
+
+def event_subject(kind: str, name: str) -> str:
+    """Subject of a lifecycle event ``kind`` of task ``name``."""
+    return f"task.{kind}.{name}"
+
+
+def log_subject(task_id: str) -> str:
+    """Subject of one task's own event log."""
+    return f"jsflow.task_events.{task_id}"
+
+
+def schedule_subject(name: str, schedule_id: str) -> str:
+    """Subject holding the server-side schedule ``schedule_id`` for task ``name``."""
+    return f"task.schedule.{name}.{schedule_id}"
+
+
+async def _create(client: Client) -> None:
+    js = client.js
+    configs = [
+        api.StreamConfig(
+            name=TASK_STREAM,
+            subjects=["task.>"],
+            storage=api.StorageType.FILE,
+            max_age=7 * 24 * 3600.0,
+            duplicate_window=120.0,
+            allow_atomic=True,
+            allow_msg_schedules=True,
+        ),
+        api.StreamConfig(
+            name=EVENT_STREAM,
+            subjects=["jsflow.task_events.*"],
+            storage=api.StorageType.FILE,
+            max_age=24 * 3600.0,
+        ),
+    ]
+    for config in configs:
+        with map_nats_errors(subject=config.name):
+            try:
+                await js.stream_info(str(config.name))
+                continue
+            except nats.js.errors.NotFoundError:
+                pass
+            try:
+                await js.add_stream(config)
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code != 10058:  # created concurrently
+                    raise
+
+
+async def ensure_streams(client: Client) -> None:
+    """Create the tasks layer's streams once per client (idempotent, concurrency-safe)."""
+    future = _ready.get(client)
+    if future is None or (future.done() and future.exception() is not None):
+        future = asyncio.get_running_loop().create_future()
+        _ready[client] = future
+        try:
+            await _create(client)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved
+            _ready.pop(client, None)
+            raise
+        future.set_result(None)
+        return
+    await asyncio.shield(future)

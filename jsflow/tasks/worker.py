@@ -1,0 +1,536 @@
+"""``Worker``: executes an app's tasks from one shared durable pull consumer per task name.
+
+Every status change is a compare-and-set on the task's state, conditioned on the attempt
+number this worker started, so two workers can never both complete one task. Messages are
+acked only after the outcome is recorded (at-least-once); a worker killed mid-task stops
+sending in-progress heartbeats and the server redelivers the request after ``ack_wait``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import api
+
+from jsflow._proto import task_pb2
+from jsflow.errors import CodecError, ConfigError, JsflowError, map_nats_errors
+from jsflow.observability import get_logger, tracer
+from jsflow.tasks.backend import TaskBackend, new_state
+from jsflow.tasks.context import TaskContext, _current
+from jsflow.tasks.errors import TaskTimeoutError
+from jsflow.tasks.events import TaskEvent, publish_event
+from jsflow.tasks.state import Declined, set_status, status_of
+from jsflow.tasks.status import TaskStatus
+from jsflow.tasks.streams import (
+    CANCEL_PREFIX,
+    H_ARGS_REF,
+    H_SCHEDULE_ID,
+    H_TASK_ID,
+    TASK_STREAM,
+    request_subject,
+)
+
+if TYPE_CHECKING:
+    from jsflow.tasks.app import App, TaskFunction
+
+__all__ = ["Worker"]
+
+_log = get_logger(__name__)
+_MAX_BATCH = 64
+_FETCH_WAIT = 1.0
+_BATCH_WAIT = 0.05
+_CRASH_ALLOWANCE = 3  # deliveries beyond retries+1 (crashed workers) before a task is DEAD
+_RUNNABLE = (TaskStatus.PENDING, TaskStatus.RETRYING, TaskStatus.RUNNING)
+
+
+class _Slots:
+    """A counter of free execution slots that can be taken several at a time."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._event = asyncio.Event()
+        self._event.set()
+
+    async def take(self, most: int) -> int:
+        while self.free <= 0:
+            self._event.clear()
+            await self._event.wait()
+        taken = min(most, self.free)
+        self.free -= taken
+        return taken
+
+    def try_take(self, most: int) -> int:
+        taken = max(0, min(most, self.free))
+        self.free -= taken
+        return taken
+
+    def give(self, n: int) -> None:
+        if n:
+            self.free += n
+            self._event.set()
+
+
+@dataclass(slots=True)
+class _Running:
+    cancel_requested: bool = False
+    task: asyncio.Task[Any] | None = None
+
+
+def durable_name(task_name: str) -> str:
+    """The one durable consumer shared by every worker of task ``task_name``."""
+    return f"jsflow_task_{task_name}"
+
+
+class Worker:
+    """Runs an app's tasks until stopped; ``async with app.worker(...)`` or ``await run()``.
+
+    ``concurrency`` bounds attempts running at once in this worker. Every worker of a task
+    name shares that name's one durable consumer, whatever the number of processes.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        concurrency: int = 10,
+        ack_wait: float = 30.0,
+        tasks: Iterable[str] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+        if not ack_wait >= 1.0:
+            raise ConfigError(f"ack_wait must be >= 1 second, got {ack_wait}")
+        names = list(tasks) if tasks is not None else list(app.tasks)
+        unknown = [n for n in names if n not in app.tasks]
+        if unknown:
+            raise ConfigError(f"tasks not registered in app {app.name!r}: {unknown}")
+        if not names:
+            raise ConfigError(f"app {app.name!r} has no tasks to run")
+        self.app = app
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.concurrency = concurrency
+        self.ack_wait = ack_wait
+        self._names = names
+        self._slots = _Slots(concurrency)
+        self._running: dict[str, _Running] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._subs: list[Any] = []
+        self._limiters: dict[str, Any] = {}
+        self._backend: TaskBackend | None = None
+        self._stopping = False
+        self._started = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the consumers, listen for cancels and start fetching."""
+        if self._started:
+            return
+        self._started = True
+        backend = self._backend = await self.app.backend()
+        client = backend.client
+        for name in self._names:
+            fn = self.app.tasks[name]
+            if fn.options.rate_limit is not None:
+                rate, per = fn.options.rate_limit
+                self._limiters[name] = client.rate_limiter(f"jsflow-task-{name}", rate, per=per)
+        with map_nats_errors(subject=CANCEL_PREFIX + "*"):
+            self._subs.append(await client.nc.subscribe(CANCEL_PREFIX + "*", cb=self._on_cancel))
+        for name in self._names:
+            psub = await self._bind(name)
+            self._subs.append(psub)
+            fn = self.app.tasks[name]
+            own = _Slots(fn.options.concurrency) if fn.options.concurrency else None
+            loop = asyncio.get_running_loop().create_task(self._fetch_loop(fn, psub, own))
+            self._loops.append(loop)
+        _log.info("tasks.worker_started", worker=self.id, tasks=self._names)
+
+    async def run(self) -> None:
+        """Execute tasks until cancelled, then stop gracefully."""
+        await self.start()
+        try:
+            await asyncio.gather(*self._loops)
+        finally:
+            await self.stop()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop fetching, give in-flight attempts ``grace`` seconds, cancel the rest.
+
+        Cancelled attempts are not acked: the server redelivers them to another worker.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._inflight:
+            _done, pending = await asyncio.wait(list(self._inflight), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- consuming -------------------------------------------------------------------------
+
+    async def _bind(self, name: str) -> Any:
+        assert self._backend is not None
+        js = self._backend.client.js
+        durable = durable_name(name)
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            filter_subject=request_subject(name),
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=self.ack_wait,
+            max_deliver=-1,
+            max_ack_pending=10_000,
+        )
+        with map_nats_errors(subject=request_subject(name)):
+            try:
+                await js.add_consumer(TASK_STREAM, config)
+            except nats.js.errors.BadRequestError as exc:
+                # Exists with another config (another worker's ack_wait): share it as is.
+                _log.info("tasks.consumer_exists", consumer=durable, detail=str(exc))
+            return await js.pull_subscribe_bind(durable=durable, stream=TASK_STREAM)
+
+    async def _fetch_loop(self, fn: TaskFunction[Any, Any], psub: Any, own: _Slots | None) -> None:
+        """Long-poll for one request holding one slot; when the consumer reports more
+        pending, take more slots and fetch them as a batch.
+
+        Holding a single slot while idle keeps one quiet task name from starving the others.
+        """
+        errors = 0
+        while not self._stopping:
+            if own is not None:
+                await own.take(1)
+            await self._slots.take(1)
+            held = 1
+            try:
+                # Poll briefly when every slot is taken, so an idle name yields its slot soon.
+                wait = _BATCH_WAIT * 2 if self._slots.free == 0 else _FETCH_WAIT
+                first = await psub.fetch(1, timeout=wait)
+                errors = 0
+                held -= self._dispatch(fn, first, own)
+                pending = int(first[-1].metadata.num_pending) if first else 0
+                if pending:
+                    extra = self._slots.try_take(min(pending, _MAX_BATCH))
+                    if own is not None:
+                        allowed = own.try_take(extra)
+                        self._slots.give(extra - allowed)
+                        extra = allowed
+                    held += extra
+                    if extra:
+                        more = await psub.fetch(extra, timeout=_BATCH_WAIT)
+                        held -= self._dispatch(fn, more, own)
+            except (TimeoutError, nats.errors.TimeoutError):
+                pass
+            except asyncio.CancelledError:
+                self._give(held, own)
+                raise
+            except Exception as exc:  # connection trouble: back off (bounded) and go on
+                errors += 1
+                _log.warning("tasks.fetch_failed", task=fn.name, error=repr(exc))
+                await asyncio.sleep(min(5.0, 0.1 * 2**errors))
+            self._give(held, own)
+            await asyncio.sleep(0)  # let other task names' loops take freed slots
+
+    def _dispatch(self, fn: TaskFunction[Any, Any], msgs: list[Msg], own: _Slots | None) -> int:
+        """Start processing ``msgs`` (each owns one slot from here on); returns how many."""
+        for msg in msgs:
+            task = asyncio.get_running_loop().create_task(self._process(fn, msg, own))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+        return len(msgs)
+
+    def _give(self, n: int, own: _Slots | None) -> None:
+        self._slots.give(n)
+        if own is not None:
+            own.give(n)
+
+    async def _process(self, fn: TaskFunction[Any, Any], msg: Msg, own: _Slots | None) -> None:
+        try:
+            await self._handle(fn, msg)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
+        except Exception as exc:  # not acked: redelivered after ack_wait
+            _log.exception("tasks.process_failed", task=fn.name, error=repr(exc))
+        finally:
+            self._give(1, own)
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        entry = self._running.get(msg.subject[len(CANCEL_PREFIX) :])
+        if entry is not None:
+            entry.cancel_requested = True
+            if entry.task is not None:
+                entry.task.cancel()
+
+    # -- one request -----------------------------------------------------------------------
+
+    async def _handle(self, fn: TaskFunction[Any, Any], msg: Msg) -> None:
+        assert self._backend is not None
+        backend = self._backend
+        store = backend.store
+        headers = msg.headers or {}
+        meta = msg.metadata
+        task_id = headers.get(H_TASK_ID) or (
+            f"{headers.get(H_SCHEDULE_ID, 'msg')}-{meta.sequence.stream}"
+        )
+        state = await store.get(task_id)
+        if state is None:  # scheduled (cron) requests and requests from other producers
+            await store.create(
+                new_state(task_id, fn.name, msg.data or b"", headers.get(H_ARGS_REF, ""))
+            )
+            state = await store.get(task_id)
+            if state is None:
+                return
+        status = status_of(state)
+        if status.terminal:  # a redelivery after the outcome was recorded: finish the job
+            await backend.resolve_dependents(state)
+            await msg.ack()
+            return
+        if state.cancel_requested or status not in _RUNNABLE:
+            await self._finish_cancelled(state, msg, attempt=None)
+            return
+        if meta.num_delivered > fn.options.retries + 1 + _CRASH_ALLOWANCE:
+            await self._finish(
+                state.id,
+                msg,
+                TaskStatus.DEAD,
+                None,
+                "DeliveryLimit",
+                error_message=f"delivered {meta.num_delivered} times without finishing",
+            )
+            return
+        read_attempt = state.attempt
+
+        def start(s: task_pb2.TaskState) -> None:
+            if status_of(s) not in _RUNNABLE or s.attempt != read_attempt or s.cancel_requested:
+                raise Declined
+            s.attempt += 1
+            set_status(s, TaskStatus.RUNNING)
+            s.worker = self.id
+            s.started_at = time.time()
+
+        entry = self._running[task_id] = _Running()
+        try:
+            started = await store.transition(task_id, start)
+            if started is None:  # another worker or a canceller moved first
+                current = await store.get(task_id)
+                if current is not None and status_of(current).terminal:
+                    await msg.ack()
+                return
+            await self._event(started, "started")
+            with tracer().start_as_current_span("jsflow.tasks.execute") as span:
+                span.set_attribute("jsflow.task", fn.name)
+                span.set_attribute("jsflow.task_id", task_id)
+                span.set_attribute("jsflow.attempt", started.attempt)
+                await self._execute(fn, started, msg, entry)
+        finally:
+            self._running.pop(task_id, None)
+
+    async def _execute(
+        self, fn: TaskFunction[Any, Any], state: task_pb2.TaskState, msg: Msg, entry: _Running
+    ) -> None:
+        assert self._backend is not None
+        backend = self._backend
+        attempt = state.attempt
+        try:
+            data = await backend.resolve(bytes(state.args), state.args_ref)
+            args, kwargs = fn.codec.decode_args(data)
+        except CodecError as exc:
+            await self._finish(
+                state.id, msg, TaskStatus.DEAD, attempt, "CodecError", error_message=str(exc)
+            )
+            return
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(msg))
+        ctx = TaskContext(backend.client, state.id, state.name, attempt)
+        try:
+            limiter = self._limiters.get(fn.name)
+            if limiter is not None:
+                await limiter.acquire("starts")
+            inner = asyncio.get_running_loop().create_task(self._invoke(fn, args, kwargs, ctx))
+            entry.task = inner
+            if entry.cancel_requested:
+                inner.cancel()
+            result = await inner
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if entry.cancel_requested and (current is None or not current.cancelling()):
+                await self._finish_cancelled(state, msg, attempt=attempt)
+                return
+            raise
+        except Exception as exc:
+            await self._failed(fn, state, msg, exc)
+            return
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        try:
+            payload = fn.codec.encode_result(result)
+            data, ref = await backend.externalize(f"{state.id}.result", payload)
+        except JsflowError as exc:
+            await self._finish(
+                state.id,
+                msg,
+                TaskStatus.FAILED,
+                attempt,
+                type(exc).__name__,
+                error_message=str(exc),
+            )
+            return
+        await self._finish(state.id, msg, TaskStatus.SUCCEEDED, attempt, result=(data, ref))
+
+    async def _invoke(
+        self,
+        fn: TaskFunction[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ctx: TaskContext,
+    ) -> Any:
+        _current.set(ctx)
+        timeout = fn.options.timeout
+        if timeout is None:
+            return await fn.fn(*args, **kwargs)
+        scope = asyncio.timeout(timeout)
+        try:
+            async with scope:
+                return await fn.fn(*args, **kwargs)
+        except TimeoutError as exc:
+            if scope.expired():
+                raise TaskTimeoutError(
+                    f"task {ctx.id} ({ctx.name}) timed out after {timeout}s"
+                ) from exc
+            raise
+
+    async def _heartbeat(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.ack_wait / 3)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    async def _failed(
+        self, fn: TaskFunction[Any, Any], state: task_pb2.TaskState, msg: Msg, exc: Exception
+    ) -> None:
+        attempt = state.attempt
+        error_type, error_message = type(exc).__name__, str(exc)
+        if attempt > fn.options.retries:
+            await self._finish(
+                state.id, msg, TaskStatus.FAILED, attempt, error_type, error_message=error_message
+            )
+            return
+        assert self._backend is not None
+
+        def retry(s: task_pb2.TaskState) -> None:
+            if status_of(s) is not TaskStatus.RUNNING or s.attempt != attempt:
+                raise Declined
+            set_status(s, TaskStatus.RETRYING)
+            s.error_type, s.error_message = error_type, error_message
+
+        new = await self._backend.store.transition(state.id, retry)
+        if new is None:
+            return
+        delay = fn.options.retry_delay(attempt)
+        await self._event(new, "retrying")
+        await msg.nak(delay=delay)
+        _log.info("tasks.retrying", task=fn.name, task_id=state.id, attempt=attempt, delay=delay)
+
+    async def _finish_cancelled(
+        self, state: task_pb2.TaskState, msg: Msg, *, attempt: int | None
+    ) -> None:
+        await self._finish(
+            state.id,
+            msg,
+            TaskStatus.CANCELLED,
+            attempt,
+            "TaskCancelledError",
+            error_message="cancelled",
+        )
+
+    async def _finish(
+        self,
+        task_id: str,
+        msg: Msg,
+        status: TaskStatus,
+        attempt: int | None,
+        error_type: str = "",
+        *,
+        error_message: str = "",
+        result: tuple[bytes, str] | None = None,
+    ) -> None:
+        """Record a terminal outcome (CAS on the attempt), announce it, resolve dependents,
+        then ack. A lost CAS means another attempt owns the task: leave the message to it."""
+        assert self._backend is not None
+
+        def finish(s: task_pb2.TaskState) -> None:
+            if status_of(s).terminal:
+                raise Declined
+            if attempt is not None and (
+                status_of(s) is not TaskStatus.RUNNING or s.attempt != attempt
+            ):
+                raise Declined
+            set_status(s, status)
+            s.error_type, s.error_message = error_type, error_message
+            if result is not None:
+                s.result, s.result_ref = result
+
+        new = await self._backend.store.transition(task_id, finish)
+        if new is None:
+            current = await self._backend.store.get(task_id)
+            if current is not None and status_of(current).terminal and attempt is None:
+                await msg.ack()
+            return
+        kind = "completed" if status is TaskStatus.SUCCEEDED else status.value.lower()
+        await self._event(new, kind)
+        await self._backend.resolve_dependents(new)
+        if status is TaskStatus.DEAD:
+            await msg.term()
+        else:
+            await msg.ack()
+
+    async def _event(self, state: task_pb2.TaskState, kind: str) -> None:
+        assert self._backend is not None
+        await publish_event(
+            self._backend.client,
+            TaskEvent(
+                state.id,
+                state.name,
+                kind,
+                attempt=state.attempt,
+                error_type=state.error_type if kind != "completed" else "",
+                error_message=state.error_message if kind != "completed" else "",
+            ),
+        )

@@ -1,0 +1,134 @@
+"""The jsflow command: tasks list/show/cancel, dlq list/replay, and a worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+import jsflow
+from jsflow.cli import main
+from jsflow.tasks.app import App
+from jsflow.tasks.status import TaskStatus
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def uniq(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = await asyncio.to_thread(main, list(argv))
+    return code, capsys.readouterr().out
+
+
+async def test_cli_lists_shows_cancels_and_replays(
+    jsflow_server: jsflow.EmbeddedServer,
+    jsflow_client: jsflow.Client,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # given a failed task and a pending one
+    app = App(jsflow_client, "t")
+    attempts: list[int] = []
+
+    @app.task(name=uniq("cli"), retries=0)
+    async def fragile(x: int) -> int:
+        attempts.append(x)
+        if len(attempts) == 1:
+            raise RuntimeError("first time")
+        return x
+
+    async with app.worker():
+        failed = await fragile.submit(1)
+        await failed.wait(timeout=10)
+    pending = await fragile.submit(2)
+    url = jsflow_server.url
+    # when listing, showing, cancelling and replaying with the CLI
+    code, out = await cli(capsys, "--url", url, "tasks", "list", "--name", fragile.name)
+    assert code == 0 and failed.id in out and pending.id in out
+    code, out = await cli(capsys, "tasks", "show", failed.id, "--url", url)
+    assert code == 0 and json.loads(out)["status"] == "FAILED"
+    code, out = await cli(capsys, "--url", url, "dlq", "list")
+    assert failed.id in out and pending.id not in out
+    code, out = await cli(capsys, "--url", url, "tasks", "cancel", pending.id)
+    assert code == 0 and await pending.status() is TaskStatus.CANCELLED
+    code, out = await cli(capsys, "--url", url, "dlq", "replay", failed.id)
+    assert code == 0 and "replayed" in out
+    # then the replayed dead letter runs again and succeeds
+    async with app.worker():
+        assert await failed.result(timeout=10) == 1
+    code, _ = await cli(capsys, "--url", url, "tasks", "show", "nope")
+    assert code == 1
+
+
+async def test_killed_worker_task_is_retried_by_another_worker(
+    tmp_path: Path, jsflow_server: jsflow.EmbeddedServer, jsflow_client: jsflow.Client
+) -> None:
+    # given a worker process (the jsflow command) running a task that hangs
+    name = uniq("crash")
+    (tmp_path / "crashapp.py").write_text(
+        textwrap.dedent(
+            f"""
+            import asyncio
+            from jsflow.tasks.app import App
+
+            app = App(None, "crash")
+
+            @app.task(name={name!r})
+            async def hang(x: int) -> int:
+                await asyncio.sleep(3600)
+                return x
+            """
+        )
+    )
+    app = App(jsflow_client, "crash")
+
+    @app.task(name=name)
+    async def hang(x: int) -> int:
+        return x * 2
+
+    handle = await hang.submit(21)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jsflow.cli",
+            "--url",
+            jsflow_server.url,
+            "worker",
+            "crashapp:app",
+            "--ack-wait",
+            "2",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(200):
+            if await handle.status() is TaskStatus.RUNNING:
+                break
+            await asyncio.sleep(0.05)
+        assert await handle.status() is TaskStatus.RUNNING
+        # when that process is killed with SIGKILL mid-task
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    # then another worker picks the task up after the ack deadline and completes it
+    async with app.worker(ack_wait=2):
+        assert await handle.result(timeout=30) == 42
+    assert (await handle.info()).attempt == 2
