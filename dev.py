@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
     try:
         if what == "demo":
             ensure_env("embedded")
-            run(PY, "examples/demo.py", *rest)
+            run(PY, "examples/orders.py", *rest)
         elif what == "test":
             ensure_env("dev")
             run(PY, "-m", "ruff", "check", ".")

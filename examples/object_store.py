@@ -1,6 +1,6 @@
-"""The quick-start demo: an order pipeline on an embedded nats-server, printed as it runs.
+"""Stock reservations on an embedded nats-server, printed as it runs.
 
-    python3 dev.py demo            # or: .venv/bin/python examples/demo.py [--url nats://...]
+    .venv/bin/python examples/object_store.py [--url nats://...]
 
 Orders are reserved against stock with optimistic, combined updates of a typed ObjectStore;
 a watcher reports every stock change as it happens.
