@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import types
 import typing
@@ -171,6 +172,12 @@ def _to_json(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _type_hints(tp: type) -> dict[str, Any]:
+    # get_type_hints re-evaluates string annotations on every call: cache per class.
+    return typing.get_type_hints(tp)
+
+
 def _from_json(tp: Any, value: Any) -> Any:
     if value is None:
         return None
@@ -188,7 +195,7 @@ def _from_json(tp: Any, value: Any) -> Any:
         inner = args[1] if len(args) == 2 else Any
         return {k: _from_json(inner, v) for k, v in value.items()}
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        hints = typing.get_type_hints(tp)
+        hints = _type_hints(tp)
         kwargs = {
             f.name: _from_json(hints.get(f.name, Any), value[f.name])
             for f in dataclasses.fields(tp)

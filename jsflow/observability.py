@@ -8,6 +8,7 @@ handlers (nothing below WARNING shows until it does).
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -34,6 +35,7 @@ def get_logger(name: str, **initial: Any) -> Any:
     )
 
 
+@functools.cache
 def tracer() -> trace.Tracer:
-    """The jsflow tracer from the globally configured tracer provider."""
+    """The jsflow tracer (a proxy that follows the tracer provider the application sets)."""
     return trace.get_tracer(_INSTRUMENTATION)

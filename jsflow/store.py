@@ -149,8 +149,8 @@ class _Conflict(Exception):
 
 
 def _ttl_header(ttl: float) -> str:
-    if not ttl > 0 or math.isinf(ttl):
-        raise ConfigError(f"ttl must be a positive number of seconds, got {ttl}")
+    if not ttl >= 1 or math.isinf(ttl):  # the server rejects per-message TTLs under 1 s
+        raise ConfigError(f"ttl must be at least 1 second (server minimum), got {ttl}")
     # nats-py would send int(seconds); the server takes Go durations, so keep milliseconds.
     return f"{max(1, round(ttl * 1000))}ms"
 
@@ -502,13 +502,32 @@ class ObjectStore(Generic[T]):
             raise JsflowError(f"store {self.bucket!r} is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Entry[T]] = loop.create_future()
+        pending = _Pending(fn, future, ttl)
         slot = self._slots.get(key)
-        if slot is None:
-            slot = self._slots[key] = _Slot()
-        slot.pending.append(_Pending(fn, future, ttl))
-        if slot.task is None:
-            slot.task = self._spawn(self._drain(key, slot))
-        return await future
+        if slot is not None:  # another update of this key is in flight: join the queue
+            slot.pending.append(pending)
+            if slot.task is None:
+                slot.task = self._spawn(self._drain(key, slot))
+            return await future
+        slot = self._slots[key] = _Slot(pending=[pending])
+        slot.task = asyncio.current_task()  # marks the key busy while this caller works
+        try:
+            # Callers woken in the same loop turn (say, by the previous batch) join here.
+            await asyncio.sleep(0)
+            if len(slot.pending) > 1:
+                slot.task = self._spawn(self._drain(key, slot))
+                return await future
+            # Alone: write in the caller's own task, one round trip when the cache is fresh.
+            slot.pending.clear()
+            await self._apply_batch(key, [pending], ttl)
+        finally:
+            if slot.task is asyncio.current_task():
+                slot.task = None
+                if slot.pending:
+                    slot.task = self._spawn(self._drain(key, slot))
+                elif self._slots.get(key) is slot:
+                    del self._slots[key]
+        return future.result()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -568,65 +587,71 @@ class ObjectStore(Generic[T]):
             last_ok = state
         return last_ok, outcomes
 
+    async def _attempt(
+        self, key: str, batch: list[_Pending[T]], ttl: float | None, base: _Raw, from_cache: bool
+    ) -> None:
+        """Apply the batch to ``base`` and compare-and-set it; settles every future or raises."""
+        last_ok, outcomes = self._apply(key, base, batch)
+        revision = base.revision
+        if last_ok is not None:  # else every fn raised: nothing to write
+            data = self._encode(key, last_ok)
+            try:
+                revision = await self._publish(key, data, expected=base.revision, ttl=ttl)
+            except ConflictError:
+                self._cache.pop(key, None)
+                raise _Conflict(from_cache, base.revision) from None
+            self._remember(key, _Raw(revision, data))
+        for op, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                op.future.set_exception(outcome)
+            else:
+                op.future.set_result(Entry(key, outcome, revision))
+
     async def _apply_batch(self, key: str, batch: list[_Pending[T]], ttl: float | None) -> None:
         policy = self.retry
         started = time.monotonic()
-        conflicts = 0
-        cached = self._cache.get(key)
-        base: _Raw | None = cached
-        from_cache = cached is not None
-
-        def wait(state: RetryCallState) -> float:
-            # A stale cached revision is not contention: re-read at once.
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, _Conflict) and exc.from_cache:
-                return 0.0
-            n = state.attempt_number
-            cap = min(policy.max_backoff, policy.initial_backoff * (2 ** (n - 1)))
-            return random.uniform(0, cap)
-
         with tracer().start_as_current_span("jsflow.store.update") as span:
             span.set_attribute("jsflow.bucket", self.bucket)
             span.set_attribute("jsflow.key", key)
             span.set_attribute("jsflow.batch_size", len(batch))
-            retrying = AsyncRetrying(
-                stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.deadline),
-                wait=wait,
-                retry=retry_if_exception_type(_Conflict),
-                reraise=True,
-            )
-            attempts = 0
-            try:
-                async for attempt in retrying:
-                    with attempt:
-                        attempts += 1
-                        if base is None:
-                            base = await self._read(key)
-                            from_cache = False
-                        last_ok, outcomes = self._apply(key, base, batch)
-                        if last_ok is None:  # every fn raised: nothing to write
-                            break
-                        data = self._encode(key, last_ok)
-                        try:
-                            revision = await self._publish(
-                                key, data, expected=base.revision, ttl=ttl
-                            )
-                        except ConflictError:
-                            conflicts += 1
-                            stale = base.revision
-                            self._cache.pop(key, None)
-                            base = None
-                            raise _Conflict(from_cache, stale) from None
-                        self._remember(key, _Raw(revision, data))
-                        for op, outcome in zip(batch, outcomes, strict=True):
-                            if isinstance(outcome, BaseException):
-                                op.future.set_exception(outcome)
-                            else:
-                                op.future.set_result(Entry(key, outcome, revision))
-                        break
+            cached = self._cache.get(key)
+            try:  # first attempt outside tenacity: the common, uncontended case
+                base = cached if cached is not None else await self._read(key)
+                await self._attempt(key, batch, ttl, base, from_cache=cached is not None)
+                span.set_attribute("jsflow.attempts", 1)
+                span.set_attribute("jsflow.conflicts", 0)
+                return
             except _Conflict as exc:
-                span.set_attribute("jsflow.attempts", attempts)
-                span.set_attribute("jsflow.conflicts", conflicts)
+                first = exc
+                conflict: _Conflict | None = exc
+            attempts = 1
+            if policy.attempts > 1 and time.monotonic() - started < policy.deadline:
+                if not first.from_cache:  # real contention: back off before re-reading
+                    await asyncio.sleep(random.uniform(0, policy.initial_backoff))
+
+                def wait(state: RetryCallState) -> float:
+                    cap = policy.initial_backoff * (2**state.attempt_number)
+                    return random.uniform(0, min(policy.max_backoff, cap))
+
+                retrying = AsyncRetrying(
+                    stop=stop_after_attempt(policy.attempts - 1)
+                    | stop_after_delay(max(0.0, policy.deadline - (time.monotonic() - started))),
+                    wait=wait,
+                    retry=retry_if_exception_type(_Conflict),
+                    reraise=True,
+                )
+                try:
+                    async for attempt in retrying:
+                        with attempt:
+                            attempts += 1
+                            base = await self._read(key)
+                            await self._attempt(key, batch, ttl, base, from_cache=False)
+                    conflict = None
+                except _Conflict as last:
+                    conflict = last
+            span.set_attribute("jsflow.attempts", attempts)
+            span.set_attribute("jsflow.conflicts", attempts - (0 if conflict else 1))
+            if conflict is not None:
                 _log.debug(
                     "store.update.gave_up",
                     bucket=self.bucket,
@@ -634,22 +659,14 @@ class ObjectStore(Generic[T]):
                     attempts=attempts,
                     seconds=round(time.monotonic() - started, 3),
                 )
-                raise ConflictError(
-                    self.bucket, key, attempts=attempts, revision=exc.revision
-                ) from None
-            span.set_attribute("jsflow.attempts", attempts)
-            span.set_attribute("jsflow.conflicts", conflicts)
-            if attempts > 1:
-                _log.debug(
-                    "store.update.retried",
-                    bucket=self.bucket,
-                    key=key,
-                    attempts=attempts,
-                    batch=len(batch),
-                )
-        for op, outcome in zip(batch, outcomes, strict=True):
-            if not op.future.done() and isinstance(outcome, BaseException):
-                op.future.set_exception(outcome)
+                raise ConflictError(self.bucket, key, attempts=attempts, revision=conflict.revision)
+            _log.debug(
+                "store.update.retried",
+                bucket=self.bucket,
+                key=key,
+                attempts=attempts,
+                batch=len(batch),
+            )
 
     # -- watching --------------------------------------------------------------------------
 
