@@ -435,8 +435,11 @@ class ObjectStore(Generic[T]):
         """Write ``value`` only if ``key`` is absent (or deleted); else :class:`KeyExistsError`."""
         validate_key(key)
         data = self._encode(key, value)
+        # A key this store saw deleted sits on a delete marker: expect that revision first.
+        cached = self._cache.get(key)
+        expected = cached.revision if cached is not None and cached.data is None else 0
         try:
-            revision = await self._publish(key, data, expected=0, ttl=ttl)
+            revision = await self._publish(key, data, expected=expected, ttl=ttl)
         except ConflictError:
             raw = await self._read(key)
             if raw.data is not None:
