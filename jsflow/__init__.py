@@ -71,7 +71,7 @@ from jsflow.flow import (
     map_,
 )
 from jsflow.keys import key, key_parts, validate_key
-from jsflow.server import EmbeddedServer, LocalCluster, ServerStartError
+from jsflow.server import EmbeddedServer, LocalCluster, ServerStartError, ensure_server
 from jsflow.store import Change, Entry, KeyListener, ObjectStore, Op, RetryPolicy, Watch
 from jsflow.tasks import (
     App,
@@ -175,6 +175,7 @@ __all__ = [
     "codec_for",
     "connect",
     "current_task",
+    "ensure_server",
     "filter_",
     "flat_map",
     "key",

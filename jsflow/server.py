@@ -18,14 +18,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
 from jsflow.errors import ConfigError, JsflowError, ServerNotFoundError
 from jsflow.observability import get_logger
 
-__all__ = ["EmbeddedServer", "LocalCluster", "ServerStartError", "find_server_binary"]
+__all__ = [
+    "EmbeddedServer",
+    "LocalCluster",
+    "ServerStartError",
+    "ensure_server",
+    "find_server_binary",
+]
 
 _log = get_logger(__name__)
 
@@ -339,3 +345,16 @@ class LocalCluster:
         await self.stop()
         if self._owns_dir and self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def ensure_server(url: str | None = None) -> AsyncIterator[str]:
+    """Yield ``url`` as is, or start an :class:`EmbeddedServer` for the block and yield its URL.
+
+    Lets one script run against a given NATS server (``--url``) or a throwaway local one.
+    """
+    if url:
+        yield url
+        return
+    async with EmbeddedServer() as server:
+        yield server.url
