@@ -13,21 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 import jsflow
-
-
-@contextlib.asynccontextmanager
-async def nats_url(url: str | None) -> AsyncIterator[str]:
-    if url:
-        yield url
-        return
-    async with jsflow.EmbeddedServer() as server:
-        print(f"started nats-server at {server.url}")
-        yield server.url
 
 
 class FencedLedger:
@@ -73,7 +61,9 @@ async def paused_holder(url: str) -> None:
 
 
 async def main(url: str | None, workers: int, rounds: int) -> None:
-    async with nats_url(url) as resolved:
+    async with jsflow.ensure_server(url) as resolved:
+        if not url:
+            print(f"started nats-server at {resolved}")
         ledger = FencedLedger()
         print(f"{workers} workers x {rounds} rounds contend for lock 'example.ledger'")
         await asyncio.gather(

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import jsflow
 from jsflow.flow.message import Message
@@ -24,18 +22,10 @@ TEXT = [
 ]
 
 
-@contextlib.asynccontextmanager
-async def nats_url(url: str | None) -> AsyncIterator[str]:
-    if url:
-        yield url
-        return
-    async with jsflow.EmbeddedServer() as server:
-        print(f"started nats-server at {server.url}")
-        yield server.url
-
-
 async def main(url: str | None) -> None:
-    async with nats_url(url) as resolved, await jsflow.connect(resolved) as client:
+    async with jsflow.ensure_server(url) as resolved, await jsflow.connect(resolved) as client:
+        if not url:
+            print(f"started nats-server at {resolved}")
         counts = await client.object_store("wordcount", dict)
         remaining = sum(len(line.split()) for line in TEXT)
         finished = asyncio.Event()

@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,18 +24,10 @@ class BoardMetric:
     failed: int = 0
 
 
-@contextlib.asynccontextmanager
-async def nats_url(url: str | None) -> AsyncIterator[str]:
-    if url:
-        yield url
-        return
-    async with jsflow.EmbeddedServer() as server:
-        print(f"started nats-server at {server.url}")
-        yield server.url
-
-
 async def main(url: str | None) -> None:
-    async with nats_url(url) as resolved, await jsflow.connect(resolved) as client:
+    async with jsflow.ensure_server(url) as resolved, await jsflow.connect(resolved) as client:
+        if not url:
+            print(f"started nats-server at {resolved}")
         metrics = await client.object_store("board_metrics", BoardMetric)
         events = [{"board": f"b{i % 3}", "ok": i % 4 != 0} for i in range(12)]
         seen = 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import jsflow
@@ -23,18 +22,10 @@ class Stock:
     reserved: list[str] = field(default_factory=list)
 
 
-@contextlib.asynccontextmanager
-async def nats_url(url: str | None) -> AsyncIterator[str]:
-    if url:
-        yield url
-        return
-    async with jsflow.EmbeddedServer() as server:
-        print(f"started nats-server at {server.url}")
-        yield server.url
-
-
 async def main(url: str | None) -> None:
-    async with nats_url(url) as resolved, await jsflow.connect(resolved) as client:
+    async with jsflow.ensure_server(url) as resolved, await jsflow.connect(resolved) as client:
+        if not url:
+            print(f"started nats-server at {resolved}")
         stock = await client.object_store("demo_stock", Stock)
         await stock.put("sku-42", Stock(on_hand=3))
         print("stock sku-42: 3 on hand")

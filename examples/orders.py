@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,16 +35,6 @@ class Order:
 class Stock:
     on_hand: int = 0
     reserved: list[str] = field(default_factory=list)
-
-
-@contextlib.asynccontextmanager
-async def nats_url(url: str | None) -> AsyncIterator[str]:
-    if url:
-        yield url
-        return
-    async with jsflow.EmbeddedServer() as server:
-        print(f"started nats-server at {server.url}")
-        yield server.url
 
 
 async def validate(msg: Message[Order]) -> Order:
@@ -88,7 +76,9 @@ class Reserve:
 
 
 async def main(url: str | None) -> None:
-    async with nats_url(url) as resolved, await jsflow.connect(resolved) as client:
+    async with jsflow.ensure_server(url) as resolved, await jsflow.connect(resolved) as client:
+        if not url:
+            print(f"started nats-server at {resolved}")
         stock = await client.object_store("orders_stock", Stock)
         for sku in PRICES:
             await stock.put(sku, Stock(on_hand=100))

@@ -14,21 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 
 import jsflow
-
-
-@contextlib.asynccontextmanager
-async def nats_url(url: str | None) -> AsyncIterator[str]:
-    """The given URL, or an embedded server's for the duration of the block."""
-    if url:
-        yield url
-        return
-    async with jsflow.EmbeddedServer() as server:
-        yield server.url
 
 
 async def replica(
@@ -51,7 +39,7 @@ async def replica(
 async def main(url: str | None) -> None:
     """Run the demo against ``url`` (or an embedded server)."""
     async with (
-        nats_url(url) as server_url,
+        jsflow.ensure_server(url) as server_url,
         await jsflow.connect(server_url) as first,
         await jsflow.connect(server_url) as second,
     ):

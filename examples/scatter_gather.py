@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import jsflow
@@ -19,16 +18,6 @@ from jsflow.flow.sink import StreamSink
 from jsflow.flow.source import StreamSource
 
 DOCS = ["nats streams", "jetstream kv", "python asyncio", "nats kv watch", "stream consumers"]
-
-
-@contextlib.asynccontextmanager
-async def nats_url(url: str | None) -> AsyncIterator[str]:
-    if url:
-        yield url
-        return
-    async with jsflow.EmbeddedServer() as server:
-        print(f"started nats-server at {server.url}")
-        yield server.url
 
 
 def shard_stage(shard: int, shards: int) -> Any:
@@ -44,7 +33,9 @@ def shard_stage(shard: int, shards: int) -> Any:
 
 
 async def main(url: str | None, shards: int) -> None:
-    async with nats_url(url) as resolved, await jsflow.connect(resolved) as client:
+    async with jsflow.ensure_server(url) as resolved, await jsflow.connect(resolved) as client:
+        if not url:
+            print(f"started nats-server at {resolved}")
         results: dict[str, list[dict[str, Any]]] = {}
         complete = asyncio.Event()
 

@@ -13,21 +13,11 @@ import argparse
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 
 import jsflow
 from jsflow.tasks.app import App
 from jsflow.tasks.context import current_task
 from jsflow.tasks.router import EventRouter
-
-
-@contextlib.asynccontextmanager
-async def nats_url(url: str | None) -> AsyncIterator[str]:
-    if url:
-        yield url
-        return
-    async with jsflow.EmbeddedServer() as server:
-        yield server.url
 
 
 def build_app(client: jsflow.Client) -> App:
@@ -53,7 +43,7 @@ def build_app(client: jsflow.Client) -> App:
 
 
 async def main(url: str | None) -> None:
-    async with nats_url(url) as server_url, await jsflow.connect(server_url) as client:
+    async with jsflow.ensure_server(url) as server_url, await jsflow.connect(server_url) as client:
         app = build_app(client)
         router = EventRouter(client, stream="DEMO_EVENTS", durable="demo_router")
         router.on("device.updated").request("recalculate_fields", "sync_external_systems")
