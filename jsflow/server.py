@@ -99,8 +99,13 @@ class EmbeddedServer:
         *,
         name: str | None = None,
         start_timeout: float = _START_TIMEOUT,
+        sync_always: bool = False,
     ) -> None:
         self._owns_dir = store_dir is None
+        # By default JetStream fsyncs every 2 minutes: acknowledged writes survive a crash of
+        # the server process (they are in the OS page cache) but not a power loss.
+        # sync_always fsyncs every write before acknowledging it, at a cost in throughput.
+        self._sync_always = sync_always
         self._store_dir = Path(store_dir) if store_dir is not None else None
         self._port = port
         self._args = tuple(args)
@@ -149,6 +154,11 @@ class EmbeddedServer:
         cmd = [binary, "-js", "-a", "127.0.0.1", "-p", str(self._port), "-sd", str(self.store_dir)]
         if self._name:
             cmd += ["-n", self._name]
+        if self._sync_always:
+            # sync_interval exists only in config files; flags given here still override.
+            conf = self.store_dir.parent / f"{self.store_dir.name}.conf"
+            conf.write_text("jetstream {\n  sync_interval: always\n}\n")
+            cmd += ["-c", str(conf)]
         return cmd + list(self._args)
 
     async def start(self) -> None:
@@ -232,9 +242,13 @@ class EmbeddedServer:
     def _cleanup(self) -> None:
         if self._owns_dir and self._store_dir is not None:
             shutil.rmtree(self._store_dir, ignore_errors=True)
-            if self._log_path is not None:
-                with contextlib.suppress(OSError):
-                    self._log_path.unlink()
+            for leftover in (
+                self._log_path,
+                self._store_dir.parent / f"{self._store_dir.name}.conf",
+            ):
+                if leftover is not None:
+                    with contextlib.suppress(OSError):
+                        leftover.unlink()
 
     async def __aenter__(self) -> EmbeddedServer:
         await self.start()
@@ -264,6 +278,7 @@ class LocalCluster:
         store_dir: str | os.PathLike[str] | None = None,
         name: str = "jsflow",
         args: Sequence[str] = (),
+        sync_always: bool = False,
     ) -> None:
         if size < 1:
             raise ConfigError(f"cluster size must be at least 1, got {size}")
@@ -272,6 +287,7 @@ class LocalCluster:
         self._root = Path(store_dir) if store_dir is not None else None
         self._name = name
         self._args = tuple(args)
+        self._sync_always = sync_always
         self.servers: list[EmbeddedServer] = []
 
     @property
@@ -297,7 +313,12 @@ class LocalCluster:
                     *self._args,
                 ]
                 self.servers.append(
-                    EmbeddedServer(self._root / f"n{i}", args=args, name=f"{self._name}-n{i}")
+                    EmbeddedServer(
+                        self._root / f"n{i}",
+                        args=args,
+                        name=f"{self._name}-n{i}",
+                        sync_always=self._sync_always,
+                    )
                 )
         await asyncio.gather(*(s.start() for s in self.servers if not s.running))
         await self.wait_jetstream_ready()

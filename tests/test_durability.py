@@ -94,3 +94,17 @@ async def test_a_client_reconnects_after_restart_and_keeps_working(
         assert client.is_connected
         entry = await store.update("n", lambda n: n + 1)
         assert entry.value == 2
+
+
+async def test_sync_always_server_keeps_acknowledged_writes_across_kill_9() -> None:
+    # given a server that fsyncs every write before acknowledging it
+    async with jsflow.EmbeddedServer(sync_always=True) as srv:
+        conf = srv.store_dir.parent / f"{srv.store_dir.name}.conf"
+        assert "sync_interval: always" in conf.read_text()
+        acked = await _write_acknowledged(srv.url, 50)
+        # when it is SIGKILLed and started again
+        srv.kill()
+        await srv.start()
+        # then every acknowledged write is there
+        assert await _read_all(srv.url, sorted(acked)) == acked
+    assert not conf.exists()
