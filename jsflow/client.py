@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -56,7 +56,9 @@ class Client:
         self.timeout = timeout
         self._stores: dict[tuple[str, Any, int], ObjectStore[Any]] = {}
         self._store_locks: dict[str, asyncio.Lock] = {}
-        self._closers: list[Any] = []
+        # Keyed by id(): closers need not be hashable, and off_close() is O(1).
+        self._closers: dict[int, Any] = {}
+        self._reconnect_callbacks: list[Callable[[], None]] = []
 
     @property
     def is_connected(self) -> bool:
@@ -147,18 +149,42 @@ class Client:
 
         return Election(self, name, ttl=ttl, **options)
 
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (plain, must not block) each time the connection is re-established.
+
+        Watches use it to resume their consumers at once instead of waiting for missed
+        heartbeats.
+        """
+        self._reconnect_callbacks.append(callback)
+
+    def _fire_reconnected(self) -> None:
+        for callback in list(self._reconnect_callbacks):
+            try:
+                callback()
+            except Exception as exc:  # one failing hook must not starve the others
+                _log.warning("client.reconnect_hook_failed", error=repr(exc))
+
     def on_close(self, closer: Any) -> None:
-        """Register an object with an async ``aclose()`` to be closed with this client."""
-        self._closers.append(closer)
+        """Register an object with an async ``aclose()`` to be closed with this client.
+
+        Registered objects are closed in reverse order of registration, before the stores
+        and the connection; registering the same object again does not close it twice.
+        """
+        self._closers[id(closer)] = closer
+
+    def off_close(self, closer: Any) -> None:
+        """Forget ``closer`` (registered with :meth:`on_close`); no-op when not registered."""
+        if self._closers.get(id(closer)) is closer:
+            del self._closers[id(closer)]
 
     async def close(self) -> None:
         """Close every store and registered object, then drain and close the connection."""
-        for closer in reversed(self._closers):
+        while self._closers:  # closing one may register or unregister others
+            _, closer = self._closers.popitem()
             try:
                 await closer.aclose()
             except Exception as exc:  # closing must go on
                 _log.warning("client.close_failed", error=repr(exc))
-        self._closers.clear()
         for store in list(self._stores.values()):
             await store.aclose()
         self._stores.clear()
@@ -188,10 +214,6 @@ async def _log_disconnected() -> None:
     _log.info("nats.disconnected")
 
 
-async def _log_reconnected() -> None:
-    _log.info("nats.reconnected")
-
-
 async def connect(
     url_or_urls: str | Sequence[str] = "nats://127.0.0.1:4222",
     *,
@@ -209,11 +231,22 @@ async def connect(
         raise ConfigError(f"connect() needs one or more server URLs, got {url_or_urls!r}")
     if timeout <= 0:
         raise ConfigError(f"timeout must be positive, got {timeout}")
+    created: list[Client] = []
+    user_reconnected_cb = nats_options.pop("reconnected_cb", None)
+
+    async def reconnected() -> None:
+        # Chained so that a reconnected_cb of the caller's does not disable jsflow's hooks.
+        _log.info("nats.reconnected")
+        for client in created:
+            client._fire_reconnected()
+        if user_reconnected_cb is not None:
+            await user_reconnected_cb()
+
     options = {
         **SERVICE_DEFAULTS,
         "error_cb": _log_error,
         "disconnected_cb": _log_disconnected,
-        "reconnected_cb": _log_reconnected,
+        "reconnected_cb": reconnected,
         **nats_options,
     }
     try:
@@ -223,4 +256,6 @@ async def connect(
         raise
     except OSError as exc:  # pragma: no cover - mapped above in practice
         raise ConnectionFailedError(str(exc)) from exc
-    return Client(nc, timeout=timeout)
+    client = Client(nc, timeout=timeout)
+    created.append(client)
+    return client

@@ -13,10 +13,13 @@ import asyncio
 import contextlib
 import copy
 import enum
+import functools
 import inspect
+import json
 import math
 import random
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +47,7 @@ from jsflow.errors import (
     JsflowError,
     KeyExistsError,
     PayloadTooLargeError,
+    ServerError,
     map_nats_errors,
 )
 from jsflow.keys import validate_key, validate_pattern
@@ -63,6 +67,7 @@ _EXPECTED_LAST_SUBJ_SEQ = "Nats-Expected-Last-Subject-Sequence"
 _TTL = "Nats-TTL"
 _ROLLUP = "Nats-Rollup"
 _WRONG_LAST_SEQUENCE = (10071, 10164)
+_json_decode = json.JSONDecoder().decode
 _BUCKET_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -148,6 +153,7 @@ class _Conflict(Exception):
         self.revision = revision
 
 
+@functools.lru_cache(maxsize=256)
 def _ttl_header(ttl: float) -> str:
     if not ttl >= 1 or math.isinf(ttl):  # the server rejects per-message TTLs under 1 s
         raise ConfigError(f"ttl must be at least 1 second (server minimum), got {ttl}")
@@ -285,6 +291,11 @@ class ObjectStore(Generic[T]):
 
     # -- low level -------------------------------------------------------------------------
 
+    def _check_key(self, key: str) -> None:
+        """:func:`validate_key`, skipped for keys in the cache (only valid keys get there)."""
+        if type(key) is not str or key not in self._cache:
+            validate_key(key)
+
     def _remember(self, key: str, raw: _Raw) -> None:
         if self._cache_size == 0:
             return
@@ -353,21 +364,52 @@ class ObjectStore(Generic[T]):
             hdrs[_EXPECTED_LAST_SUBJ_SEQ] = str(expected)
         if ttl is not None:
             hdrs[_TTL] = _ttl_header(ttl)
-        subject = self._prefix + key
-        with map_nats_errors(bucket=self.bucket, key=key):
-            try:
-                ack = await self._client.js.publish(subject, data, headers=hdrs or None)
-            except nats.js.errors.APIError as exc:
-                if exc.err_code in _WRONG_LAST_SEQUENCE:
-                    raise ConflictError(self.bucket, key, revision=expected) from exc
-                raise
-        return int(ack.seq)
+        return await self._publish_raw(key, data, hdrs or None, expected)
+
+    async def _publish_raw(
+        self, key: str, data: bytes, headers: dict[str, str] | None, expected: int | None
+    ) -> int:
+        """Publish to ``key``'s subject and return the stream sequence the server stored.
+
+        A JetStream publish is a request whose reply is the JSON ack; this sends it with
+        ``nc.request`` and reads ``seq`` itself (what ``js.publish`` does, minus building a
+        ``PubAck``), and maps nats-py errors only when one was raised, so the common path
+        enters no context manager.
+        """
+        client = self._client
+        try:
+            msg = await client.nc.request(
+                self._prefix + key, data, timeout=client.timeout, headers=headers
+            )
+        except Exception as exc:
+            if isinstance(exc, nats.errors.NoRespondersError):
+                exc = nats.js.errors.NoStreamResponseError()
+            with map_nats_errors(bucket=self.bucket, key=key):
+                raise exc from None
+            raise  # pragma: no cover - map_nats_errors always raises
+        try:
+            reply = _json_decode(msg.data.decode())
+        except ValueError:
+            reply = None
+        if type(reply) is dict:
+            error = reply.get("error")
+            if error is None and "seq" in reply:
+                return int(reply["seq"])
+            if type(error) is dict:
+                if error.get("err_code") in _WRONG_LAST_SEQUENCE:
+                    raise ConflictError(self.bucket, key, revision=expected)
+                with map_nats_errors(bucket=self.bucket, key=key):
+                    nats.js.errors.APIError.from_error({"code": 0, **error})
+        raise ServerError(
+            f"unexpected reply to a publish: {msg.data[:200]!r} "
+            f"(bucket={self.bucket!r}, key={key!r})"
+        )
 
     # -- reads -----------------------------------------------------------------------------
 
     async def get(self, key: str) -> Entry[T] | None:
         """The current value of ``key``, or ``None`` when absent or deleted."""
-        validate_key(key)
+        self._check_key(key)
         with tracer().start_as_current_span("jsflow.store.get") as span:
             span.set_attribute("jsflow.bucket", self.bucket)
             span.set_attribute("jsflow.key", key)
@@ -387,7 +429,7 @@ class ObjectStore(Generic[T]):
 
     async def history(self, key: str) -> list[Change[T]]:
         """Every retained change of ``key``, oldest first (``history=`` of the bucket)."""
-        validate_key(key)
+        self._check_key(key)
         return [self._change_from_msg(m) for m in await self._scan(key, api.DeliverPolicy.ALL)]
 
     async def _scan(
@@ -425,7 +467,7 @@ class ObjectStore(Generic[T]):
 
     async def put(self, key: str, value: T, *, ttl: float | None = None) -> Entry[T]:
         """Write ``value`` unconditionally; returns the new entry. ``ttl`` expires this key."""
-        validate_key(key)
+        self._check_key(key)
         data = self._encode(key, value)
         revision = await self._publish(key, data, ttl=ttl)
         self._remember(key, _Raw(revision, data))
@@ -433,7 +475,7 @@ class ObjectStore(Generic[T]):
 
     async def create(self, key: str, value: T, *, ttl: float | None = None) -> Entry[T]:
         """Write ``value`` only if ``key`` is absent (or deleted); else :class:`KeyExistsError`."""
-        validate_key(key)
+        self._check_key(key)
         data = self._encode(key, value)
         # A key this store saw deleted sits on a delete marker: expect that revision first.
         cached = self._cache.get(key)
@@ -458,7 +500,7 @@ class ObjectStore(Generic[T]):
 
         Raises :class:`ConflictError` at once when it is not; no retry.
         """
-        validate_key(key)
+        self._check_key(key)
         if revision < 0:
             raise ConfigError(f"revision must be >= 0, got {revision}")
         data = self._encode(key, value)
@@ -471,13 +513,13 @@ class ObjectStore(Generic[T]):
 
         With ``revision``, only if that is still the latest revision, else :class:`ConflictError`.
         """
-        validate_key(key)
+        self._check_key(key)
         new = await self._publish(key, b"", expected=revision, headers={_KV_OP: "DEL"})
         self._remember(key, _Raw(new, None))
 
     async def purge(self, key: str) -> None:
         """Delete ``key`` and every retained revision of it."""
-        validate_key(key)
+        self._check_key(key)
         new = await self._publish(key, b"", headers={_KV_OP: "PURGE", _ROLLUP: "sub"})
         self._remember(key, _Raw(new, None))
 
@@ -496,7 +538,7 @@ class ObjectStore(Generic[T]):
         arrival order; one whose ``fn`` raises gets that exception, the others are unaffected.
         After the retry budget (:class:`RetryPolicy`) runs out, raises :class:`ConflictError`.
         """
-        validate_key(key)
+        self._check_key(key)
         if not callable(fn):
             raise ConfigError(f"update() needs a callable, got {type(fn).__name__}")
         if ttl is not None:
@@ -705,7 +747,7 @@ class ObjectStore(Generic[T]):
         10,000 waiters cost the server what one does. Register *before* reading the state you
         wait on, then ``await listener.wait()``; close with ``listener.close()``.
         """
-        validate_key(key)
+        self._check_key(key)
         hub = await self._ensure_hub()
         return hub.add(key)
 
@@ -746,14 +788,19 @@ async def _ordered_subscribe(
     *,
     start_seq: int | None = None,
 ) -> Any:
-    """An ordered push consumer with heartbeats: nats-py re-creates it after a gap or restart."""
+    """An ordered push consumer with heartbeats: nats-py re-creates it after a gap or restart.
+
+    With ``start_seq`` it starts there (``BY_START_SEQUENCE``), and nats-py is told that the
+    sequence before it was seen, so that its own recovery (after two missed heartbeats)
+    resumes from there rather than replaying the stream from its first message.
+    """
     config = api.ConsumerConfig(
         deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if start_seq else policy,
         opt_start_seq=start_seq,
         inactive_threshold=300.0,
     )
     with map_nats_errors(bucket=store.bucket, subject=subject):
-        return await store._client.js.subscribe(
+        sub = await store._client.js.subscribe(
             subject,
             stream=store._stream,
             cb=cb,
@@ -762,6 +809,10 @@ async def _ordered_subscribe(
             config=config,
             deliver_policy=None if start_seq else policy,
         )
+    jsi = getattr(getattr(sub, "_sub", None), "_jsi", None)
+    if start_seq and jsi is not None and getattr(jsi, "_sseq", None) == 0:
+        jsi._sseq = start_seq - 1
+    return sub
 
 
 async def _close_subscription(store: ObjectStore[Any], sub: Any) -> None:
@@ -778,17 +829,171 @@ async def _close_subscription(store: ObjectStore[Any], sub: Any) -> None:
             await store._client.js.delete_consumer(store._stream, name)
 
 
-class Watch(Generic[T]):
-    """Async iterator of :class:`Change` for a key or pattern (from :meth:`ObjectStore.watch`)."""
+# -- reconnects ---------------------------------------------------------------------------
 
-    def __init__(self, store: ObjectStore[T], pattern: str, policy: api.DeliverPolicy) -> None:
+_RELAY_ATTR = "_jsflow_reconnect_relay"
+_RESUME_ATTEMPTS = 10
+_RESUME_MAX_BACKOFF = 1.0
+
+
+class _ReconnectRelay:
+    """Tells the ordered feeds (watches, listener hubs) of one client that it reconnected.
+
+    One per :class:`jsflow.Client`, created on first use. It holds its feeds weakly; each
+    feed registers while it runs and unregisters when it stops.
+    """
+
+    def __init__(self) -> None:
+        self._feeds: weakref.WeakSet[_OrderedFeed] = weakref.WeakSet()
+
+    def add(self, feed: _OrderedFeed) -> None:
+        self._feeds.add(feed)
+
+    def discard(self, feed: _OrderedFeed) -> None:
+        self._feeds.discard(feed)
+
+    def fire(self) -> None:
+        """Called once the connection is back: every live feed re-creates its consumer."""
+        for feed in list(self._feeds):
+            feed._reconnected()
+
+
+def _reconnect_relay(client: Client) -> _ReconnectRelay:
+    """The client's relay, hooked to its reconnects the first time it is asked for.
+
+    Registered through :meth:`Client.on_reconnect`.
+    """
+    relay: _ReconnectRelay | None = getattr(client, _RELAY_ATTR, None)
+    if relay is not None:
+        return relay
+    relay = _ReconnectRelay()
+    setattr(client, _RELAY_ATTR, relay)
+    client.on_reconnect(relay.fire)
+    return relay
+
+
+class _OrderedFeed:
+    """An ordered consumer on ``subject`` that resumes promptly, exactly where it left off.
+
+    nats-py re-creates an ordered consumer only after two missed idle heartbeats (2-4 s
+    after a server restart). A feed also listens for the client's reconnects and then, at
+    once, creates a consumer starting after the last revision it delivered (with bounded,
+    jittered retries while JetStream recovers) and drops the old one. Revisions at or below
+    the last delivered are skipped, so however the consumers overlap, each change is
+    delivered once and in order. A feed with ``DeliverPolicy.NEW`` notes where its consumer
+    started, so that nothing written after that is missed or replayed either.
+    """
+
+    def __init__(self, store: ObjectStore[Any], subject: str, policy: api.DeliverPolicy) -> None:
         self._store = store
-        self._subject = store._prefix + pattern
+        self._subject = subject
         self._policy = policy
-        self._queue: asyncio.Queue[Change[T] | BaseException] = asyncio.Queue()
         self._sub: Any = None
         self._last = 0
         self._closed = False
+        self._resume_task: asyncio.Task[None] | None = None
+        self._resume_again = False
+        self._floor_known = False
+
+    async def _on_msg(self, msg: Msg) -> None:
+        raise NotImplementedError
+
+    def _resume_from(self) -> int | None:
+        """Where a new consumer starts: after the last revision seen (``None``: the policy)."""
+        if self._last or self._floor_known:
+            return self._last + 1
+        return None  # nothing delivered yet: the original policy loses nothing
+
+    async def _open_feed(self) -> None:
+        store = self._store
+        sub = self._sub = await _ordered_subscribe(store, self._subject, self._policy, self._on_msg)
+        _reconnect_relay(store._client).add(self)
+        if self._policy is api.DeliverPolicy.NEW:
+            # A new consumer reports the stream's last sequence as delivered: everything
+            # after it is this feed's to deliver, even across a reconnect before any change.
+            try:
+                with map_nats_errors(bucket=store.bucket):
+                    info = await store._client.js.consumer_info(store._stream, sub._consumer)
+                floor = int(info.delivered.stream_seq or 0) if info.delivered else 0
+            except JsflowError as exc:  # best effort: resuming then uses the policy again
+                _log.debug("store.feed.floor_unknown", bucket=store.bucket, error=repr(exc))
+                return
+            self._last = max(self._last, floor)
+            self._floor_known = True
+            jsi = getattr(getattr(sub, "_sub", None), "_jsi", None)
+            if jsi is not None and getattr(jsi, "_sseq", None) == 0:
+                jsi._sseq = self._last  # nats-py's own recovery resumes after it, too
+
+    def _reconnected(self) -> None:
+        if self._closed:
+            return
+        if self._resume_task is not None and not self._resume_task.done():
+            self._resume_again = True  # reconnected again while resuming: go once more
+            return
+        self._resume_task = asyncio.get_running_loop().create_task(self._resume())
+
+    async def _resume(self) -> None:
+        store = self._store
+        backoff = 0.05
+        attempt = 0
+        while not self._closed and attempt < _RESUME_ATTEMPTS:
+            self._resume_again = False
+            attempt += 1
+            try:
+                new = await _ordered_subscribe(
+                    store, self._subject, self._policy, self._on_msg, start_seq=self._resume_from()
+                )
+            except JsflowError as exc:  # JetStream may still be recovering after a restart
+                _log.debug(
+                    "store.feed.resume_retry",
+                    bucket=store.bucket,
+                    subject=self._subject,
+                    attempt=attempt,
+                    error=repr(exc),
+                )
+                await asyncio.sleep(random.uniform(backoff / 2, backoff))
+                backoff = min(_RESUME_MAX_BACKOFF, backoff * 2)
+                continue
+            old, self._sub = self._sub, new
+            if self._closed:  # closed while subscribing: the close saw the old one only
+                old, self._sub = new, None
+            if old is not None:
+                await _close_subscription(store, old)
+            if not self._resume_again:
+                _log.debug("store.feed.resumed", bucket=store.bucket, after=self._last)
+                return
+            attempt = 0  # another reconnect happened meanwhile: resume once more
+        if not self._closed:
+            # nats-py's heartbeat-driven recovery of the old consumer is still there.
+            _log.warning("store.feed.resume_failed", bucket=store.bucket, subject=self._subject)
+
+    async def _close_feed(self) -> None:
+        self._closed = True
+        relay: _ReconnectRelay | None = getattr(self._store._client, _RELAY_ATTR, None)
+        if relay is not None:
+            relay.discard(self)
+        task, self._resume_task = self._resume_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await _close_subscription(self._store, sub)
+
+
+class Watch(_OrderedFeed, Generic[T]):
+    """Async iterator of :class:`Change` for a key or pattern (from :meth:`ObjectStore.watch`).
+
+    Survives reconnects and server restarts: it resumes after the last change it delivered,
+    without losing or repeating one (as long as the bucket's ``history`` still holds them).
+    """
+
+    def __init__(self, store: ObjectStore[T], pattern: str, policy: api.DeliverPolicy) -> None:
+        super().__init__(store, store._prefix + pattern, policy)
+        self._typed_store = store
+        self._queue: asyncio.Queue[Change[T] | BaseException] = asyncio.Queue()
+        self._starting: asyncio.Lock | None = None
 
     async def _on_msg(self, msg: Msg) -> None:
         revision = int(msg.metadata.sequence.stream)
@@ -796,7 +1001,7 @@ class Watch(Generic[T]):
             return
         self._last = revision
         try:
-            change = self._store._change_from_msg(msg)
+            change = self._typed_store._change_from_msg(msg)
         except CodecError as exc:
             self._queue.put_nowait(exc)
             return
@@ -804,10 +1009,13 @@ class Watch(Generic[T]):
 
     async def start(self) -> None:
         """Create the server-side consumer (done by the first ``__anext__`` otherwise)."""
-        if self._sub is None:
-            self._sub = await _ordered_subscribe(
-                self._store, self._subject, self._policy, self._on_msg
-            )
+        if self._sub is not None or self._closed:
+            return
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._sub is None and not self._closed:
+                await self._open_feed()
 
     def __aiter__(self) -> Watch[T]:
         return self
@@ -823,10 +1031,7 @@ class Watch(Generic[T]):
 
     async def aclose(self) -> None:
         """Stop watching and delete the consumer."""
-        self._closed = True
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            await _close_subscription(self._store, sub)
+        await self._close_feed()
 
     async def __aenter__(self) -> Watch[T]:
         await self.start()
@@ -842,7 +1047,15 @@ class Watch(Generic[T]):
 
 
 class KeyListener(Generic[T]):
-    """One waiter's view of a key's changes, fed by the store's shared watch."""
+    """One waiter's view of a key's changes, fed by the store's shared watch.
+
+    It keeps only the *latest* change: changes that arrive while nobody is waiting collapse
+    into the newest one (``wait()`` then returns it at once). That suits waiters that
+    re-read the state they wait on after each wake-up (locks, semaphores, wait groups, task
+    results); to see every change of a key, use :meth:`ObjectStore.watch` instead. After a
+    reconnect or server restart the shared watch resumes after the last change it saw, so
+    a change made meanwhile still wakes the listener.
+    """
 
     def __init__(self, hub: _ListenerHub[T], key: str) -> None:
         self._hub = hub
@@ -855,7 +1068,7 @@ class KeyListener(Generic[T]):
         self._event.set()
 
     async def wait(self, timeout: float | None = None) -> Change[T] | None:
-        """Wait for the next change of the key; ``None`` on timeout."""
+        """Wait for the next change of the key (the latest of several); ``None`` on timeout."""
         try:
             if timeout is None:
                 await self._event.wait()
@@ -877,20 +1090,17 @@ class KeyListener(Generic[T]):
         self.close()
 
 
-class _ListenerHub(Generic[T]):
+class _ListenerHub(_OrderedFeed, Generic[T]):
     """One ordered consumer on the whole bucket, dispatching changes to key listeners."""
 
     def __init__(self, store: ObjectStore[T]) -> None:
-        self._store = store
+        super().__init__(store, store._prefix + ">", api.DeliverPolicy.NEW)
+        self._typed_store = store
         self._listeners: dict[str, set[KeyListener[T]]] = {}
-        self._sub: Any = None
-        self._last = 0
         self.alive = False
 
     async def start(self) -> None:
-        self._sub = await _ordered_subscribe(
-            self._store, self._store._prefix + ">", api.DeliverPolicy.NEW, self._on_msg
-        )
+        await self._open_feed()
         self.alive = True
 
     async def _on_msg(self, msg: Msg) -> None:
@@ -898,12 +1108,13 @@ class _ListenerHub(Generic[T]):
         if revision <= self._last:
             return
         self._last = revision
-        key = msg.subject[len(self._store._prefix) :]
+        store = self._typed_store
+        key = msg.subject[len(store._prefix) :]
         listeners = self._listeners.get(key)
         if not listeners:
             return
         try:
-            change = self._store._change_from_msg(msg)
+            change = store._change_from_msg(msg)
         except CodecError:
             change = Change(key, None, revision, Op.PUT)
         for listener in list(listeners):
@@ -923,6 +1134,4 @@ class _ListenerHub(Generic[T]):
 
     async def stop(self) -> None:
         self.alive = False
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            await _close_subscription(self._store, sub)
+        await self._close_feed()

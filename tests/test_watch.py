@@ -244,3 +244,65 @@ async def test_closed_listener_is_not_woken(
     await store.put("k", 1)
     assert await open_.wait(timeout=STEP) is not None
     assert closed.latest is None
+
+
+async def put_when_back(store: jsflow.ObjectStore[int], key: str, value: int) -> jsflow.Entry[int]:
+    """Write once the client has reconnected to the restarted server (bounded retries)."""
+    for _ in range(100):
+        try:
+            return await store.put(key, value)
+        except (jsflow.ConnectionFailedError, jsflow.RequestTimeoutError, jsflow.ServerError):
+            await asyncio.sleep(0.1)
+    raise AssertionError("the server did not come back")
+
+
+async def test_listeners_wake_after_a_server_restart(
+    own_server: jsflow.EmbeddedServer,
+) -> None:
+    # given a listener on the shared watch, and the application's own reconnect callback
+    reconnected = asyncio.Event()
+
+    async def on_reconnected() -> None:
+        reconnected.set()
+
+    async with await jsflow.connect(own_server.url, reconnected_cb=on_reconnected) as client:
+        store = await client.object_store("relisten", int, history=5)
+        with await store.listen("k") as listener:
+            hub = store._hub
+            assert hub is not None
+            before = hub._sub
+            # when the server restarts and the key changes once the client is back
+            await own_server.restart()
+            await asyncio.wait_for(reconnected.wait(), STEP)
+            entry = await put_when_back(store, "k", 7)
+            # then the listener wakes with that change
+            change = await listener.wait(timeout=STEP)
+            assert change is not None and change.value == 7 and change.revision == entry.revision
+            # and the hub re-created its consumer on the reconnect (not by heartbeat timeout),
+            # still one consumer for the bucket, while the application's callback still ran
+            assert hub._sub is not before
+            assert store._hub is hub
+        for _ in range(50):
+            if await consumer_count(client, "relisten") == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert await consumer_count(client, "relisten") == 1
+
+
+async def test_fresh_updates_only_watch_does_not_replay_history_after_restart(
+    own_server: jsflow.EmbeddedServer,
+) -> None:
+    # given an updates-only watch that has seen nothing yet, on a bucket with history
+    async with await jsflow.connect(own_server.url) as client:
+        store = await client.object_store("fresh", int, history=10)
+        for i in range(3):
+            await store.put("k", i)
+        async with store.watch("k", updates_only=True) as watch:
+            # when the server restarts and one new value is written
+            await own_server.restart()
+            entry = await put_when_back(store, "k", 99)
+            # then only that value comes, not the three written before the watch began
+            change = await next_change(watch)
+            assert (change.value, change.revision) == (99, entry.revision)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(anext(watch), 3.0)
