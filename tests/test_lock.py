@@ -283,3 +283,108 @@ async def test_mutual_exclusion_across_three_processes(
     assert [v for v, _ in seen] == list(range(3 * rounds))
     tokens = [t for _, t in seen]
     assert all(a < b for a, b in itertools.pairwise(tokens))
+
+
+async def test_uncontended_acquire_creates_no_consumer(
+    jsflow_client: Client, jsflow_bucket: str
+) -> None:
+    # given a free lock, when it is taken and released a few times without contention
+    for _ in range(3):
+        async with jsflow_client.lock("res", ttl=5, bucket=jsflow_bucket) as lock:
+            assert lock.held
+    # then no watch was needed: the bucket's stream has no consumer at all
+    info = await jsflow_client.js.stream_info(f"KV_{jsflow_bucket}")
+    assert info.state.consumer_count == 0
+
+
+async def test_waiter_registered_after_failed_first_attempt_is_woken(
+    jsflow_server: EmbeddedServer, jsflow_client: Client, jsflow_bucket: str
+) -> None:
+    # given a holder in another client and a waiter here whose safety net is far away
+    async with await jsflow.connect(jsflow_server.url) as other:
+        holder = other.lock("res", ttl=60, bucket=jsflow_bucket)
+        assert await holder.acquire()
+        waiter = jsflow_client.lock("res", ttl=60, bucket=jsflow_bucket, recheck=60)
+        waiting = asyncio.create_task(waiter.acquire(timeout=30))
+        await asyncio.sleep(0.2)
+        # when the holder releases
+        await holder.release()
+        # then the waiter (first attempt failed, then it listened) gets the lock
+        assert await asyncio.wait_for(waiting, 20)
+        assert waiter.fencing_token > holder.fencing_token
+        await waiter.release()
+
+
+async def test_cancelled_uncontended_acquire_leaves_no_lease(
+    jsflow_client: Client, jsflow_bucket: str
+) -> None:
+    # given acquisitions of a free lock cancelled at every point of their first attempt
+    for delay_steps in range(12):
+        lock = jsflow_client.lock("res", ttl=30, bucket=jsflow_bucket)
+        task = asyncio.create_task(lock.acquire())
+        for _ in range(delay_steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        try:
+            won = await task
+        except asyncio.CancelledError:
+            won = False
+        # then either the acquisition completed, or no lease of it is left behind
+        if won:
+            await lock.release()
+        else:
+            assert not lock.held
+        assert await lock.holder() is None
+
+
+async def test_closing_the_client_releases_held_leases(
+    jsflow_server: EmbeddedServer, jsflow_client: Client, jsflow_bucket: str
+) -> None:
+    # given a client holding a lock, a permit and a leadership with long leases
+    doomed = await jsflow.connect(jsflow_server.url)
+    lock = doomed.lock("res", ttl=60, bucket=jsflow_bucket)
+    sem = doomed.semaphore("pool", 1, ttl=60, bucket=jsflow_bucket)
+    election = doomed.election("sched", ttl=60, bucket=jsflow_bucket)
+    assert await lock.acquire() and await sem.acquire() and await election.campaign()
+    # when the client closes without releasing them
+    await doomed.close()
+    # then they are free at once, not after their ttl
+    assert await jsflow_client.lock("res", ttl=5, bucket=jsflow_bucket).acquire(blocking=False)
+    assert await jsflow_client.semaphore("pool", 1, ttl=5, bucket=jsflow_bucket).acquire(
+        blocking=False
+    )
+    assert await jsflow_client.election("sched", ttl=5, bucket=jsflow_bucket).campaign(timeout=0)
+    assert not lock.held and not sem.held and not election.is_leader
+
+
+async def test_released_lease_is_unregistered_from_client_close(
+    jsflow_client: Client, jsflow_bucket: str
+) -> None:
+    # given a lock acquired and released
+    lock = jsflow_client.lock("res", ttl=5, bucket=jsflow_bucket)
+    async with lock:
+        assert lock in jsflow_client._closers.values()
+    # then the client no longer holds on to it
+    assert lock not in jsflow_client._closers.values()
+
+
+async def test_off_close_forgets_a_closer(jsflow_client: Client) -> None:
+    # given two objects registered to be closed with the client
+    closed: list[str] = []
+
+    class Closer:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def aclose(self) -> None:
+            closed.append(self.name)
+
+    kept, dropped = Closer("kept"), Closer("dropped")
+    jsflow_client.on_close(kept)
+    jsflow_client.on_close(dropped)
+    # when one is unregistered (twice: the second is a no-op) and the client closes
+    jsflow_client.off_close(dropped)
+    jsflow_client.off_close(dropped)
+    await jsflow_client.close()
+    # then only the other one was closed, once
+    assert closed == ["kept"]

@@ -118,3 +118,23 @@ async def test_semaphore_never_over_admits(
         most = await _run_contention(clients, bucket, permits, workers, rounds=3, seed=seed)
     # then no more than `permits` ever held at once, and the permits were used
     assert 1 <= most <= permits
+
+
+async def test_cancelled_acquire_leaves_every_permit_free(
+    jsflow_client: Client, jsflow_bucket: str
+) -> None:
+    # given acquisitions of a free 3-permit semaphore cancelled at every point of an attempt
+    for delay_steps in range(16):
+        sem = jsflow_client.semaphore("pool", 3, ttl=30, bucket=jsflow_bucket)
+        task = asyncio.create_task(sem.acquire())
+        for _ in range(delay_steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        try:
+            won = await task
+        except asyncio.CancelledError:
+            won = False
+        if won:
+            await sem.release()
+        # then no permit is left taken by an acquisition nobody knows about
+        assert await sem.holders() == []

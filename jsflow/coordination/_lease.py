@@ -14,12 +14,17 @@ taken before or after the create cannot guarantee.
 Waiters never poll and never cost the server a consumer: they register on the store's one
 shared watch (:meth:`ObjectStore.listen`) before reading, and in one process only one waiter
 per lease name contends at a time (the others queue in process, first come first served).
+
+The uncontended path is kept to the two round trips the protocol needs (create, delete) and
+no background task: the first attempt runs in the caller's task before any listener is
+registered (a waiter registers only after it failed, then attempts once more, so no release
+is missed), and renewal is a timer that starts a task only when a renewal is due.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import itertools
 import os
 import random
 import socket
@@ -54,6 +59,7 @@ __all__ = [
     "check_timeout",
     "check_ttl",
     "contend",
+    "has_local_waiters",
     "new_owner_id",
     "try_create_lease",
 ]
@@ -65,9 +71,22 @@ MIN_TTL = 1.0
 """The shortest lease the server accepts: it rejects per-message TTLs under one second."""
 
 
+_owner_prefix: dict[int, str] = {}  # pid -> "host:pid:random", recomputed after a fork
+_owner_serial = itertools.count()
+
+
 def new_owner_id() -> str:
-    """A holder id unique to this object: host, process and a random part."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    """A holder id unique to this object: host, process, a random part and a serial.
+
+    Host, pid and the random part are computed once per process (again after a fork); the
+    serial makes each id distinct, so no system call is paid per lock object.
+    """
+    pid = os.getpid()
+    prefix = _owner_prefix.get(pid)
+    if prefix is None:
+        _owner_prefix.clear()
+        prefix = _owner_prefix[pid] = f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:8]}"
+    return f"{prefix}-{next(_owner_serial):x}"
 
 
 def check_ttl(ttl: float) -> float:
@@ -113,8 +132,37 @@ async def try_create_lease(
         entry = await store.create(key, lease, ttl=ttl)
     except KeyExistsError:
         return None
+    except asyncio.CancelledError:
+        # The create may have reached the server: leave no lease nobody knows about.
+        await _undo_create(store, key, lease, ttl)
+        raise
     lease.fencing_token = entry.revision
     return HeldLease(store, key, lease, entry.revision, ttl, lost=lost)
+
+
+async def _undo_create(store: ObjectStore[Lease], key: str, lease: Lease, ttl: float) -> None:
+    """Delete the lease ``lease`` if a create cancelled midway left it on the server.
+
+    Whether the cancelled create was applied is unknown, and a read could overtake it. So
+    create once more: writes of one connection to one stream apply in order, so once this one
+    is answered the first one was applied or dropped. If this create wins, nobody holds the
+    key: delete that. If the key exists, delete it only if it holds exactly ``lease`` (owner
+    and acquisition time), with a compare-and-set on the revision read. Best effort and
+    bounded (a few requests, each under the client's timeout); a lease it cannot remove
+    expires with its ttl.
+    """
+    try:
+        try:
+            entry = await store.create(key, lease, ttl=ttl)
+        except KeyExistsError:
+            current = await store.get(key)
+            if current is None or current.value != lease:
+                return
+            await store.delete(key, revision=current.revision)
+        else:
+            await store.delete(key, revision=entry.revision)
+    except (JsflowError, asyncio.CancelledError) as exc:
+        _log.warning("lease.undo_failed", bucket=store.bucket, key=key, error=repr(exc))
 
 
 class HeldLease:
@@ -137,8 +185,9 @@ class HeldLease:
         self.ttl = ttl
         self.lost = lost if lost is not None else asyncio.Event()
         self._released = False
-        self._stop = asyncio.Event()
+        self._stopped = False
         self._io = asyncio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._renewed_at = time.monotonic()
 
@@ -153,9 +202,20 @@ class HeldLease:
         return int(self.lease.fencing_token)
 
     def start_renewal(self) -> None:
-        """Start the background task that renews the lease every ``ttl / 3`` seconds."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._renew_loop())
+        """Renew the lease every ``ttl / 3`` seconds until :meth:`stop_renewal` or release.
+
+        A timer until a renewal is due; only then a task (owned here, awaited on stop).
+        """
+        if self._timer is None and self._task is None and not self._stopped:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self.ttl / 3, self._renewal_due)
+
+    def _renewal_due(self) -> None:
+        self._timer = None
+        if not self._stopped:
+            self._task = asyncio.get_running_loop().create_task(self._renew_once())
 
     def _mark_lost(self, why: str) -> LockLostError:
         self.lost.set()
@@ -183,28 +243,30 @@ class HeldLease:
             self.revision = entry.revision
             self._renewed_at = time.monotonic()
 
-    async def _renew_loop(self) -> None:
-        interval = self.ttl / 3
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), interval)
+    async def _renew_once(self) -> None:
+        try:
+            await self.renew()
+        except LockLostError:
+            return
+        except JsflowError as exc:  # connection trouble: keep trying while it may be alive
+            _log.warning("lease.renew_failed", key=self.key, error=repr(exc))
+            if time.monotonic() - self._renewed_at >= self.ttl:
+                self._mark_lost(f"could not renew within the ttl ({exc})")
                 return
-            try:
-                await self.renew()
-            except LockLostError:
-                return
-            except JsflowError as exc:  # connection trouble: keep trying while it may be alive
-                _log.warning("lease.renew_failed", key=self.key, error=repr(exc))
-                if time.monotonic() - self._renewed_at >= self.ttl:
-                    self._mark_lost(f"could not renew within the ttl ({exc})")
-                    return
+        finally:
+            self._task = None
+        if not self._stopped:
+            self._schedule()
 
     async def stop_renewal(self) -> None:
-        """Stop the renewal task and wait for it (a renewal in flight completes first)."""
-        self._stop.set()
-        task, self._task = self._task, None
+        """Stop renewing and wait for a renewal in flight (it completes first)."""
+        self._stopped = True
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        task = self._task
         if task is not None:
-            await task
+            await asyncio.shield(task)  # a cancelled caller must not cancel the renewal write
 
     async def release(self) -> None:
         """Stop renewing and delete the lease if it is still ours, else :class:`LockLostError`."""
@@ -258,23 +320,10 @@ async def _wait_any(listeners: Sequence[KeyListener[Lease]], timeout: float) -> 
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _attempt_once(
-    attempt: Callable[[], Awaitable[R | None]], undo: Callable[[R], Awaitable[None]]
-) -> R | None:
-    """Run one attempt to completion even if the caller is cancelled meanwhile.
-
-    A create that reached the server must not leave a lease nobody knows about: when the
-    caller is cancelled during the attempt, a lease it won is released before re-raising.
-    """
-    task = asyncio.ensure_future(attempt())
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            won = await task
-            if won is not None:
-                await undo(won)
-        raise
+def has_local_waiters(store: ObjectStore[Any], gate_id: str) -> bool:
+    """Whether callers in this process already wait for ``gate_id`` (then newcomers queue)."""
+    gates = _gates.get(store)
+    return gates is not None and gate_id in gates
 
 
 async def contend(
@@ -282,21 +331,17 @@ async def contend(
     gate_id: str,
     keys: Sequence[str],
     attempt: Callable[[], Awaitable[R | None]],
-    undo: Callable[[R], Awaitable[None]],
     *,
-    blocking: bool,
     timeout: float | None,
     recheck: float,
 ) -> R | None:
     """Call ``attempt`` until it returns a result, waking on changes of ``keys``.
 
-    Non-blocking: one attempt. Blocking: wait for this process's turn for ``gate_id``, register
-    listeners on ``keys`` (before the attempt reads, so no change is missed), then attempt
-    after each change, and at least every ``recheck`` seconds as a safety net. ``None`` when
-    ``timeout`` passes first.
+    Wait for this process's turn for ``gate_id``, register listeners on ``keys`` (before the
+    attempt reads, so no change is missed), then attempt, again after each change, and at
+    least every ``recheck`` seconds as a safety net. ``None`` when ``timeout`` passes first.
+    ``attempt`` must itself be safe to cancel (see :func:`try_create_lease`).
     """
-    if not blocking:
-        return await _attempt_once(attempt, undo)
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
 
@@ -313,7 +358,7 @@ async def contend(
             listeners = [await store.listen(k) for k in keys]
             try:
                 while True:
-                    won = await _attempt_once(attempt, undo)
+                    won = await attempt()
                     if won is not None:
                         return won
                     left = remaining()
@@ -420,22 +465,33 @@ class LeasedPrimitive:
         elif not await _take(self._local, timeout):
             return False
         try:
-            left = None if timeout is None else max(0.0, timeout - (loop.time() - started))
             store = await self._store()
             with tracer().start_as_current_span("jsflow.lease.acquire") as span:
-                span.set_attribute("jsflow.bucket", self.bucket)
-                span.set_attribute("jsflow.name", self.name)
-                held = await contend(
-                    store,
-                    self.name,
-                    self._keys(),
-                    lambda: self._attempt(store),
-                    _release_quietly,
-                    blocking=blocking,
-                    timeout=left,
-                    recheck=self.recheck,
-                )
-                span.set_attribute("jsflow.acquired", held is not None)
+                if span.is_recording():
+                    span.set_attribute("jsflow.bucket", self.bucket)
+                    span.set_attribute("jsflow.name", self.name)
+                held = None
+                # First attempt at once, with no listener: the uncontended path. Callers of
+                # this name already queued in this process go first, though.
+                if not blocking or not has_local_waiters(store, self.name):
+                    held = await self._attempt(store)
+                if held is None and blocking:
+                    left = None
+                    if timeout is not None:
+                        left = timeout - (loop.time() - started)
+                    if left is None or left > 0:
+                        # Registers listeners, then attempts again: a release between the
+                        # attempt above and the registration is not missed.
+                        held = await contend(
+                            store,
+                            self.name,
+                            self._keys(),
+                            lambda: self._attempt(store),
+                            timeout=left,
+                            recheck=self.recheck,
+                        )
+                if span.is_recording():
+                    span.set_attribute("jsflow.acquired", held is not None)
         except BaseException:
             self._local.release()
             raise
@@ -448,6 +504,7 @@ class LeasedPrimitive:
         self._token = held.fencing_token
         if self.auto_renew:
             held.start_renewal()
+        self._client.on_close(self)
         return True
 
     async def renew(self) -> None:
@@ -470,10 +527,24 @@ class LeasedPrimitive:
         if held is None:
             raise NotHeldError(f"{self.name!r} is not held by this instance")
         self._held = None
+        self._client.off_close(self)
         try:
             await held.release()
         finally:
             self._local.release()
+
+    async def aclose(self) -> None:
+        """Release the lease if this instance holds it; a lost lease is only logged.
+
+        The client calls this for every held lease when it closes, so closing a client frees
+        its locks, permits and leaderships at once instead of after their ttl.
+        """
+        if self._held is None:
+            return
+        try:
+            await self.release()
+        except JsflowError as exc:
+            _log.warning("lease.close_failed", bucket=self.bucket, key=self.name, error=repr(exc))
 
     async def __aenter__(self) -> Self:
         await self.acquire()
@@ -486,8 +557,3 @@ class LeasedPrimitive:
         tb: TracebackType | None,
     ) -> None:
         await self.release()
-
-
-async def _release_quietly(held: HeldLease) -> None:
-    with contextlib.suppress(JsflowError):
-        await held.release()
