@@ -363,3 +363,33 @@ async def test_key_state_lives_in_the_shared_bucket_under_name_and_key(
     store = await jsflow_client.object_store("jsflow_rate_limits", RateLimitState)
     entry = await store.get(f"{name}.k")
     assert entry is not None and entry.value.tat > 0
+
+
+async def test_acquire_without_timeout_still_writes_state_that_expires(
+    jsflow_client: jsflow.Client,
+) -> None:
+    # given a limiter (its state must expire once idle: a write without a TTL lives forever)
+    name = unique()
+    limiter = jsflow_client.rate_limiter(name, 100.0, burst=5)
+    # when a unit is acquired with no timeout at all
+    assert (await limiter.acquire("k")).allowed
+    # then the stored state still carries a finite per-key TTL
+    msg = await jsflow_client.js.get_msg(
+        "KV_jsflow_rate_limits", subject=f"$KV.jsflow_rate_limits.{name}.k", direct=True
+    )
+    assert msg.headers is not None and "Nats-TTL" in msg.headers
+
+
+async def test_known_keys_are_still_validated_and_cost_checked(
+    jsflow_client: jsflow.Client,
+) -> None:
+    # given a limiter that has already decided for a key (its fast path skips re-validation)
+    limiter = jsflow_client.rate_limiter(unique(), 100.0, burst=2)
+    assert (await limiter.try_acquire("k")).allowed
+    # then bad costs on that key, and bad keys, are still typed errors
+    with pytest.raises(jsflow.ConfigError, match="exceeds burst"):
+        await limiter.try_acquire("k", cost=3)
+    with pytest.raises(jsflow.ConfigError):
+        await limiter.try_acquire("k", cost=True)
+    with pytest.raises(jsflow.InvalidKeyError):
+        await limiter.try_acquire("k.*")

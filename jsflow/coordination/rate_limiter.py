@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from opentelemetry import trace
+
 from jsflow._proto.rate_limiter_pb2 import RateLimitState
 from jsflow.errors import ConfigError, ConflictError, JsflowError, RateLimitExceeded
 from jsflow.keys import validate_key
@@ -50,6 +52,10 @@ _EPS = 1e-9
 # Extra lifetime of a key's state beyond the moment it stops mattering, for clock skew.
 _TTL_MARGIN = 2.0
 _MAX_WINDOW_BURST = 50_000
+# How far ahead acquire() reserves at most: a longer (or no) timeout sleeps and decides again.
+# It bounds the TTL of a key's state (span + this + margin), which must be finite: a write
+# without a TTL would keep the key forever.
+_MAX_RESERVE = 3600.0
 _KNOWN_KEYS = 1024
 _log = get_logger(__name__)
 
@@ -130,6 +136,11 @@ def _window_step(
     return _Plan(False, wait, 0 if pending else max(0, burst - len(entries)))
 
 
+def _no_horizon() -> float:
+    """The horizon of :meth:`RateLimiter.try_acquire`: admit now or not at all."""
+    return 0.0
+
+
 class _Denied(JsflowError):
     """Internal: raised inside the update function so that a denial writes nothing."""
 
@@ -208,6 +219,9 @@ class RateLimiter:
         # Last state this limiter wrote or read per key, with its revision (bounded LRU).
         self._known: OrderedDict[str, tuple[int, Any]] = OrderedDict()
         self._busy: dict[str, int] = {}
+        self._prefix = f"{self.name}."
+        # try_acquire's TTL never changes (no horizon): compute it once.
+        self._instant_ttl = self._ttl(0.0)
 
     def __repr__(self) -> str:
         return (
@@ -216,12 +230,19 @@ class RateLimiter:
         )
 
     def _key(self, key: str, cost: int) -> str:
+        if type(cost) is not int or not 1 <= cost <= self.burst:
+            if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+                raise ConfigError(f"cost must be an int >= 1, got {cost!r}")
+            if cost > self.burst:
+                raise ConfigError(
+                    f"cost {cost} exceeds burst {self.burst}: it could never be admitted"
+                )
+        if type(key) is str:
+            full = self._prefix + key
+            if full in self._known:  # validated when it was first seen
+                return full
         validate_key(key)
-        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
-            raise ConfigError(f"cost must be an int >= 1, got {cost!r}")
-        if cost > self.burst:
-            raise ConfigError(f"cost {cost} exceeds burst {self.burst}: it could never be admitted")
-        return f"{self.name}.{key}"
+        return self._prefix + key
 
     async def _get_store(self) -> ObjectStore[Any]:
         if self._store is None:
@@ -230,10 +251,8 @@ class RateLimiter:
                     self._store = await self._client.object_store(self.bucket, RateLimitState)
         return self._store
 
-    def _ttl(self, horizon: float) -> float | None:
+    def _ttl(self, horizon: float) -> float:
         """A key's lifetime: long enough to outlive every admission its state still limits."""
-        if math.isinf(horizon):
-            return None
         # Whole seconds so that calls with similar timeouts are combined into one write.
         return float(math.ceil(self.span + horizon + _TTL_MARGIN))
 
@@ -247,7 +266,9 @@ class RateLimiter:
             horizon=horizon(),
         )
 
-    async def _decide(self, key: str, cost: int, horizon: Callable[[], float]) -> _Plan:
+    async def _decide(
+        self, key: str, cost: int, horizon: Callable[[], float], span: trace.Span
+    ) -> _Plan:
         """Decide for ``key``: alone, by one compare-and-set; else combined with the others.
 
         A caller alone on a key in this limiter steps a copy of the state this limiter last
@@ -256,22 +277,24 @@ class RateLimiter:
         which combines them all into one compare-and-set. A lost compare-and-set falls back
         to that path too, which re-reads and retries within the store's retry budget.
         """
-        store = await self._get_store()
-        ttl = self._ttl(horizon())
-        alone = not self._busy.get(key)
-        self._busy[key] = self._busy.get(key, 0) + 1
+        store = self._store if self._store is not None else await self._get_store()
+        ttl = self._instant_ttl if horizon is _no_horizon else self._ttl(horizon())
+        busy = self._busy
+        waiting = busy.get(key, 0)
+        busy[key] = waiting + 1
         try:
-            if alone:
+            if not waiting:
                 plan = await self._decide_alone(store, key, cost, horizon, ttl)
                 if plan is not None:
                     return plan
-            return await self._decide_combined(store, key, cost, horizon, ttl)
+            with trace.use_span(span, end_on_exit=False):  # store spans nest under ours
+                return await self._decide_combined(store, key, cost, horizon, ttl)
         finally:
-            left = self._busy[key] - 1
+            left = busy[key] - 1
             if left:
-                self._busy[key] = left
+                busy[key] = left
             else:
-                del self._busy[key]
+                del busy[key]
 
     async def _decide_alone(
         self,
@@ -279,7 +302,7 @@ class RateLimiter:
         key: str,
         cost: int,
         horizon: Callable[[], float],
-        ttl: float | None,
+        ttl: float,
     ) -> _Plan | None:
         known = self._known.get(key)
         if known is None:
@@ -290,7 +313,14 @@ class RateLimiter:
         revision, value = known
         state = RateLimitState()
         state.CopyFrom(value)
-        plan = self._plan(state, cost, horizon)
+        plan = self._step(
+            state,
+            self._clock(),
+            cost=cost,
+            interval=self.interval,
+            burst=self.burst,
+            horizon=horizon(),
+        )
         if not plan.committed:
             # The state known here is the latest or older; older never denies more than the
             # truth (admissions only push it forward), so this denial needs no write.
@@ -310,7 +340,7 @@ class RateLimiter:
         key: str,
         cost: int,
         horizon: Callable[[], float],
-        ttl: float | None,
+        ttl: float,
     ) -> _Plan:
         outcome: list[_Plan] = []
 
@@ -344,11 +374,20 @@ class RateLimiter:
         contention.
         """
         full_key = self._key(key, cost)
-        with tracer().start_as_current_span("jsflow.rate_limiter.try_acquire") as span:
-            span.set_attribute("jsflow.rate_limiter", self.name)
-            span.set_attribute("jsflow.key", key)
-            plan = await self._decide(full_key, cost, lambda: 0.0)
+        # A plain span, made current only around the combined path's store update: starting
+        # a current span costs more than the rest of this method's Python work.
+        span = tracer().start_span(
+            "jsflow.rate_limiter.try_acquire",
+            attributes={"jsflow.rate_limiter": self.name, "jsflow.key": key},
+        )
+        try:
+            plan = await self._decide(full_key, cost, _no_horizon, span)
             span.set_attribute("jsflow.allowed", plan.committed)
+        except BaseException as exc:
+            span.record_exception(exc)
+            raise
+        finally:
+            span.end()
         if plan.committed:
             return Decision(True, plan.remaining, 0.0)
         return Decision(False, plan.remaining, plan.wait)
@@ -372,12 +411,19 @@ class RateLimiter:
         deadline = math.inf if timeout is None else loop.time() + timeout
 
         def horizon() -> float:
-            return max(0.0, deadline - loop.time())
+            # Reserve at most _MAX_RESERVE ahead, so that the key's TTL stays finite.
+            return min(_MAX_RESERVE, max(0.0, deadline - loop.time()))
 
         with tracer().start_as_current_span("jsflow.rate_limiter.acquire") as span:
             span.set_attribute("jsflow.rate_limiter", self.name)
             span.set_attribute("jsflow.key", key)
-            plan = await self._decide(full_key, cost, horizon)
+            while True:
+                plan = await self._decide(full_key, cost, horizon, span)
+                if plan.committed or plan.wait > deadline - loop.time():
+                    break
+                # Admissible within the timeout but beyond the reservation horizon (only
+                # with timeouts over _MAX_RESERVE): sleep until it is within it, decide again.
+                await asyncio.sleep(plan.wait - _MAX_RESERVE)
             span.set_attribute("jsflow.allowed", plan.committed)
             span.set_attribute("jsflow.wait", plan.wait)
         if not plan.committed:

@@ -97,6 +97,8 @@ class WaitGroup:
 
         Wakes on the count's changes through the store's shared watch (registered before the
         read, so no change is missed) and re-reads every ``recheck`` seconds as a safety net.
+        As with Go's ``sync.WaitGroup``, reuse the group for a new batch only after waiters of
+        the last one returned: a zero that lasts only until the next ``add`` may go unseen.
         """
         timeout = check_timeout(timeout)
         store = await self._store()
