@@ -4,8 +4,9 @@
 
 1. Throughput: a one-stage no-op FlowHandler vs a raw nats-py ``fetch(100)`` + ack loop over
    the same N messages (msgs/s and the ratio; target >= 0.8x). The flow can beat the raw
-   loop: its StreamSource takes already-delivered messages of a fetch without nats-py's
-   per-message ``next_msg`` tasks (see ``jsflow.flow.source._speed_up_next_msg``).
+   loop: its StreamSource sends its own pull requests (``no_wait`` + ``expires``) and
+   collects deliveries in a subscription callback, without nats-py ``fetch``'s two tasks
+   and a timer per message (see ``jsflow.flow.source._Puller``).
 2. Latency: end-to-end p50/p99 (publish -> three stages -> sink -> received) at a fixed
    publish rate.
 """

@@ -39,10 +39,10 @@ async def test_map_filter_and_fan_out_reach_the_sink(jsflow_client):
     msgs = await stream_msgs(jsflow_client, f"OUT_{name}")
     assert [json.loads(m.data) for m in msgs] == [6, 6, 12, 12]
     assert {m.headers["Nats-Msg-Id"] for m in msgs} == {
-        f"IN_{name}:2:0",
-        f"IN_{name}:2:1",
-        f"IN_{name}:4:0",
-        f"IN_{name}:4:1",
+        f"IN_{name}:2:d_{name}:0",
+        f"IN_{name}:2:d_{name}:1",
+        f"IN_{name}:4:d_{name}:0",
+        f"IN_{name}:4:d_{name}:1",
     }
     assert flow.metrics.snapshot().processed == 5
 

@@ -38,6 +38,16 @@ _MAX_FETCH_ERRORS = 30
 _DEAD_LETTER_MARGIN = 10  # extra deliveries the server allows for a failing dead-letter publish
 
 
+def _output_id_prefix(stream: str, sequence: int, durable: str) -> str:
+    """The ``Nats-Msg-Id`` prefix of what one source message causes (``:<index>`` follows).
+
+    Stream and sequence name the source message; the durable consumer tells apart the
+    outputs of two flows that read the same stream into the same sink stream (replicas of
+    one flow share the durable, so their outputs dedupe as they should).
+    """
+    return f"{stream}:{sequence}:{durable}"
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -50,8 +60,19 @@ class FlowHandler:
     (the last value repeats); the ``max_deliver``-th failure publishes it to ``dead_letter``
     (original body and headers plus ``Jsflow-Error-*`` headers) and terminates it, and a
     message that does not decode goes there at once. When that publish fails the message is
-    nak'ed instead, never dropped. ``concurrency`` bounds messages in flight; with ``key``,
-    messages with equal keys are processed one at a time in stream order. ``middleware`` is
+    nak'ed instead, never dropped. Outputs carry ``Nats-Msg-Id``
+    ``<stream>:<sequence>:<durable>:<index>`` (dead letters ``...:dead``).
+
+    ``concurrency`` bounds messages in flight. With ``key``, messages with equal keys are
+    processed one at a time in stream order, across failures too: a failing message is
+    retried in place (after its backoff delay, ``Message.delivery`` counting the attempts)
+    while later messages of its key wait, and only after ``max_deliver`` attempts is it
+    dead-lettered and the key moves on. If it is handed back instead (:meth:`stop` during
+    its backoff, a failed dead-letter publish), the messages of its key already fetched
+    are nak'ed after it with the same delay, unprocessed; their redelivery order is then
+    the server's. A message whose ``key()`` raises fails (stage ``"key"``) rather than
+    run unordered. Without ``key``, a failing message is nak'ed and later ones go on.
+    ``middleware`` is
     applied to every stage (the first one outermost). ``state_store`` records each message's
     :class:`MessageState`. ``metrics`` (a fresh :class:`FlowMetrics` by default) is
     :attr:`metrics`; pass one to share it with the metrics middleware.
@@ -119,8 +140,8 @@ class FlowHandler:
         self._has_batches = any(c.batch is not None for c in self._compiled)
         self._state = StateRecorder(state_store) if state_store is not None else None
         self._inflight: dict[int, Msg] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._key_tails: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[float | None]] = set()
+        self._key_tails: dict[str, asyncio.Task[float | None]] = {}
         # Unkeyed messages go to a fixed pool of ``concurrency`` workers (no task per message).
         self._queue: deque[tuple[StreamSource[Any], Msg]] = deque()
         self._parked: deque[asyncio.Future[None]] = deque()
@@ -181,11 +202,14 @@ class FlowHandler:
             await self._shutdown(loops)
 
     async def _shutdown(self, loops: list[asyncio.Task[None]]) -> None:
-        pending = [*loops, *self._tasks, *self._workers]
+        pending: list[asyncio.Task[Any]] = [*loops, *self._tasks, *self._workers]
         self._workers = []
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        for source in self.sources:  # first, so a nak below is not redelivered to us at once
+            with contextlib.suppress(Exception):
+                await source.stop_fetching()
         for raw in list(self._inflight.values()):  # cancelled mid-stage: hand back at once
             with contextlib.suppress(Exception):
                 await raw.nak()
@@ -277,18 +301,21 @@ class FlowHandler:
                 self._wake_one()
             return
         loop = asyncio.get_running_loop()
-        key: str | None
+        task: asyncio.Task[float | None]
         try:
-            key = str(self.key(source.decode(raw)))
-        except Exception:
-            key = None  # undecodable or key() failed: the handler reports it
-        if key is None:
-            task = loop.create_task(self._handle(source, raw))
+            msg = source.decode(raw)
+        except JsflowError:  # undecodable: the handler dead-letters it, no key needed
+            task = loop.create_task(self._handle_safely(source, raw))
         else:
-            prev = self._key_tails.get(key)
-            task = loop.create_task(self._after(prev, source, raw))
-            self._key_tails[key] = task
-            task.add_done_callback(lambda t, k=key: self._forget_key(k, t))  # type: ignore[misc]
+            try:
+                key = str(self.key(msg))
+            except Exception as exc:  # never process it out of order: fail it instead
+                task = loop.create_task(self._handle_safely(source, raw, key_error=exc))
+            else:
+                prev = self._key_tails.get(key)
+                task = loop.create_task(self._after(prev, source, raw))
+                self._key_tails[key] = task
+                task.add_done_callback(lambda t, k=key: self._forget_key(k, t))  # type: ignore[misc]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -320,28 +347,57 @@ class FlowHandler:
                 if len(queue) > 1:
                     self._wake_one()
             try:
-                await self._handle(source, raw)
-            except Exception as exc:  # a bug or a failing state store: never lose the worker
-                _log.error("flow.handler_failed", flow=self.name, error=repr(exc))
-                if self._inflight.get(id(raw)) is raw:
-                    with contextlib.suppress(Exception):
-                        await raw.nak()
-                    self._settled(raw)
+                await self._handle_safely(source, raw)
             finally:
                 self._busy -= 1
                 if not self._busy:
                     self._idle.set()
 
-    def _forget_key(self, key: str, task: asyncio.Task[None]) -> None:
+    def _forget_key(self, key: str, task: asyncio.Task[float | None]) -> None:
         if self._key_tails.get(key) is task:
             del self._key_tails[key]
 
     async def _after(
-        self, prev: asyncio.Task[None] | None, source: StreamSource[Any], raw: Msg
-    ) -> None:
-        if prev is not None and not prev.done():
-            await asyncio.wait([prev])
-        await self._handle(source, raw)
+        self, prev: asyncio.Task[float | None] | None, source: StreamSource[Any], raw: Msg
+    ) -> float | None:
+        """Handle ``raw`` once the previous message of its key is settled.
+
+        When that one was handed back (nak'ed: its redelivery comes later), ``raw`` is handed
+        back too, unprocessed and with the same delay, so it does not overtake it. Returns
+        the nak delay when ``raw`` was handed back, ``None`` when it was settled.
+        """
+        if prev is not None:
+            if not prev.done():
+                await asyncio.wait([prev])
+            delay = None if prev.cancelled() or prev.exception() else prev.result()
+            if delay is not None:
+                with contextlib.suppress(Exception):
+                    await raw.nak(delay=delay or None)
+                self._settled(raw)
+                return delay
+        return await self._handle_safely(source, raw, in_place=True)
+
+    async def _handle_safely(
+        self,
+        source: StreamSource[Any],
+        raw: Msg,
+        *,
+        in_place: bool = False,
+        key_error: Exception | None = None,
+    ) -> float | None:
+        """:meth:`_handle`, but an unexpected error (a bug) naks the message, never loses it.
+
+        Returns the nak delay when the message was handed back for redelivery, else ``None``.
+        """
+        try:
+            return await self._handle(source, raw, in_place=in_place, key_error=key_error)
+        except Exception as exc:  # a bug or a failing state store: never lose the message
+            _log.error("flow.handler_failed", flow=self.name, error=repr(exc))
+            if self._inflight.get(id(raw)) is raw:
+                with contextlib.suppress(Exception):
+                    await raw.nak()
+                self._settled(raw)
+            return 0.0
 
     async def _ticker(self) -> None:
         interval = max(0.05, min(s.ack_wait for s in self.sources) / 3)
@@ -358,7 +414,20 @@ class FlowHandler:
         self.metrics.in_flight = len(self._inflight)
         self._capacity.set()
 
-    async def _handle(self, source: StreamSource[Any], raw: Msg) -> None:
+    async def _handle(
+        self,
+        source: StreamSource[Any],
+        raw: Msg,
+        *,
+        in_place: bool = False,
+        key_error: Exception | None = None,
+    ) -> float | None:
+        """Run ``raw`` through the stages and settle it; the nak delay if handed back.
+
+        ``in_place`` (keyed mode): a failure is retried here, after its backoff delay, up to
+        ``max_deliver`` attempts in all, so later messages of the key wait for it instead of
+        overtaking a nak'ed redelivery. ``key_error``: ``key()`` failed on this message.
+        """
         started = time.monotonic()
         meta = raw.metadata
         delivery = meta.num_delivered
@@ -367,27 +436,38 @@ class FlowHandler:
         try:
             msg = source.decode(raw, meta)
         except JsflowError as exc:
-            await self._dead_letter(raw, exc, "decode", delivery, msg_id=None)
-            return
-        run = Run()
-        try:
-            if self._state is not None:
-                await self._record(msg, MessageStatus.RUNNING, "")
-            outputs = await run_stages(self._compiled, msg, run)
-            if self.sink is not None and outputs:
-                run.stage = f"sink:{self.sink!r}"
-                await self._publish(msg, outputs)
-            if self._has_batches:
-                run.settle(None)
-                await run.wait_batches()
-        except asyncio.CancelledError:
-            run.settle(FlowError("flow cancelled"))
-            raise
-        except Exception as exc:
-            failure = exc if isinstance(exc, StageFailure) else StageFailure(run.stage, exc)
-            run.settle(failure.error)
-            await self._fail(raw, msg, failure, delivery)
-            return
+            return await self._dead_letter(source, raw, exc, "decode", delivery, msg_id=None)
+        if key_error is not None:
+            failure = StageFailure("key", key_error)
+            return await self._fail(source, raw, msg, failure, delivery)
+        attempt = delivery
+        while True:
+            run = Run()
+            try:
+                if self._state is not None:
+                    await self._record(msg, MessageStatus.RUNNING, "")
+                outputs = await run_stages(self._compiled, msg, run)
+                if self.sink is not None and outputs:
+                    run.stage = f"sink:{self.sink!r}"
+                    await self._publish(source, msg, outputs)
+                if self._has_batches:
+                    run.settle(None)
+                    await run.wait_batches()
+                break
+            except asyncio.CancelledError:
+                run.settle(FlowError("flow cancelled"))
+                raise
+            except Exception as exc:
+                failure = exc if isinstance(exc, StageFailure) else StageFailure(run.stage, exc)
+                run.settle(failure.error)
+                if not in_place or attempt >= self.max_deliver or self._stopping.is_set():
+                    return await self._fail(source, raw, msg, failure, attempt)
+                if not await self._retry_pause(msg, failure, attempt):
+                    return await self._fail(
+                        source, raw, msg, failure, attempt
+                    )  # stopping: hand back
+                attempt += 1
+                msg = msg.replace(delivery=attempt)
         with contextlib.suppress(Exception):
             await raw.ack()
         self._settled(raw)
@@ -396,11 +476,45 @@ class FlowHandler:
         metrics.latency.observe(time.monotonic() - started)
         if self._state is not None:
             await self._record(msg, MessageStatus.DONE, run.stage)
+        return None
 
-    async def _publish(self, msg: Message[Any], outputs: list[Message[Any]]) -> None:
+    def _delay(self, attempt: int) -> float:
+        return self.backoff[min(attempt, len(self.backoff)) - 1] if self.backoff else 0.0
+
+    async def _retry_pause(self, msg: Message[Any], failure: StageFailure, attempt: int) -> bool:
+        """Count a failed attempt retried in place and wait out its backoff.
+
+        Returns ``False`` when :meth:`stop` interrupted the wait (the caller hands it back).
+        """
+        self.metrics.failed += 1
+        delay = self._delay(attempt)
+        _log.info(
+            "flow.retry_in_place",
+            flow=self.name,
+            id=msg.id,
+            correlation_id=msg.correlation_id,
+            stage=failure.stage,
+            delivery=attempt,
+            delay=delay,
+            error=repr(failure.error),
+        )
+        await self._record(msg, MessageStatus.FAILED, failure.stage, repr(failure.error))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([stopping], timeout=delay)
+        finally:
+            stopping.cancel()
+        if self._stopping.is_set():
+            self.metrics.failed -= 1  # _fail counts this attempt when it hands it back
+            return False
+        return True
+
+    async def _publish(
+        self, source: StreamSource[Any], msg: Message[Any], outputs: list[Message[Any]]
+    ) -> None:
         assert self.sink is not None
         sink = self.sink
-        prefix = f"{msg.stream}:{msg.sequence}"
+        prefix = _output_id_prefix(msg.stream, msg.sequence, source.durable)
         if len(outputs) == 1:
             await sink.publish(outputs[0], f"{prefix}:0")
             return
@@ -413,14 +527,21 @@ class FlowHandler:
                 raise result
 
     async def _fail(
-        self, raw: Msg, msg: Message[Any], failure: StageFailure, delivery: int
-    ) -> None:
+        self,
+        source: StreamSource[Any],
+        raw: Msg,
+        msg: Message[Any],
+        failure: StageFailure,
+        delivery: int,
+    ) -> float | None:
+        """Nak with backoff, or dead-letter on the last attempt; the nak delay if nak'ed."""
         self.metrics.failed += 1
         error = failure.error
         if delivery >= self.max_deliver:
-            await self._dead_letter(raw, error, failure.stage, delivery, msg_id=msg.id)
-            return
-        delay = self.backoff[min(delivery, len(self.backoff)) - 1] if self.backoff else 0.0
+            return await self._dead_letter(
+                source, raw, error, failure.stage, delivery, msg_id=msg.id
+            )
+        delay = self._delay(delivery)
         _log.info(
             "flow.nak",
             flow=self.name,
@@ -435,10 +556,20 @@ class FlowHandler:
             await raw.nak(delay=delay)
         self._settled(raw)
         await self._record(msg, MessageStatus.FAILED, failure.stage, repr(error))
+        return delay
 
     async def _dead_letter(
-        self, raw: Msg, error: BaseException, stage: str, delivery: int, msg_id: str | None
-    ) -> None:
+        self,
+        source: StreamSource[Any],
+        raw: Msg,
+        error: BaseException,
+        stage: str,
+        delivery: int,
+        *,
+        msg_id: str | None,
+    ) -> float | None:
+        """Publish ``raw`` to the dead letter and terminate it (``None``), or nak it when that
+        publish fails (returns the delay)."""
         seq = raw.metadata.sequence.stream
         stream = raw.metadata.stream
         ident = msg_id or f"{stream}:{seq}"
@@ -463,7 +594,7 @@ class FlowHandler:
                     h.DELIVERY: str(delivery),
                     h.FAILED_AT: _now(),
                     h.ORIGINAL_SUBJECT: raw.subject,
-                    h.MSG_ID: f"{stream}:{seq}:dead",
+                    h.MSG_ID: f"{_output_id_prefix(stream, seq, source.durable)}:dead",
                 }
             )
             try:
@@ -471,10 +602,11 @@ class FlowHandler:
                     await self.client.js.publish(self.dead_letter, raw.data, headers=headers)
             except JsflowError as exc:
                 _log.error("flow.dead_letter_failed", flow=self.name, id=ident, error=repr(exc))
+                delay = self.backoff[-1] if self.backoff else 0.0
                 with contextlib.suppress(Exception):
-                    await raw.nak(delay=self.backoff[-1] if self.backoff else None)
+                    await raw.nak(delay=delay or None)
                 self._settled(raw)
-                return
+                return delay
             _log.warning(
                 "flow.dead_lettered",
                 flow=self.name,
@@ -491,6 +623,7 @@ class FlowHandler:
             await self._state.record(
                 ident, MessageStatus.DEAD, stage=stage, attempts=delivery, error=repr(error)
             )
+        return None
 
     async def _record(
         self, msg: Message[Any], status: MessageStatus, stage: str, error: str = ""
