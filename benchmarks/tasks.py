@@ -1,6 +1,7 @@
 """No-op task throughput and latency: jsflow vs taskiq-nats on the same nats-server.
 
     .venv/bin/python benchmarks/tasks.py [--tasks 2000] [--workers 1 4] [--samples 200]
+        [--frameworks jsflow taskiq]
 
 For each framework and worker-process count: start the worker processes, submit ``--tasks``
 no-op tasks at once and time submit -> completion of all of them (every task publishes a
@@ -179,7 +180,7 @@ async def bench(kind: str, url: str, processes: int, n: int, samples: int) -> di
 
 
 async def main(args: argparse.Namespace) -> None:
-    kinds = ["jsflow"] + (["taskiq"] if taskiq_broker is not None else [])
+    kinds = [k for k in args.frameworks if k == "jsflow" or taskiq_broker is not None]
     async with jsflow.EmbeddedServer() as server:
         os.environ["BENCH_URL"] = server.url
         for kind in kinds:
@@ -200,4 +201,7 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument(
+        "--frameworks", nargs="+", default=["jsflow", "taskiq"], choices=["jsflow", "taskiq"]
+    )
     asyncio.run(main(parser.parse_args()))

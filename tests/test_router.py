@@ -23,7 +23,7 @@ def uniq(prefix: str) -> str:
 
 
 async def _requests(client: jsflow.Client, name: str) -> int:
-    info = await client.js.stream_info(TASK_STREAM, subjects_filter=request_subject(name))
+    info = await client.js.stream_info(TASK_STREAM, subjects_filter=request_subject(name) + ".>")
     return sum((info.state.subjects or {}).values())
 
 

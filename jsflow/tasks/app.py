@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from jsflow.errors import ConfigError
 from jsflow.observability import get_logger, tracer
-from jsflow.tasks.backend import DEFAULT_ARTIFACT_THRESHOLD, TaskBackend, new_state
+from jsflow.tasks.backend import (
+    DEFAULT_ARTIFACT_THRESHOLD,
+    DEFAULT_RETENTION,
+    TaskBackend,
+    check_retention,
+    new_state,
+)
 from jsflow.tasks.handle import TaskHandle
 from jsflow.tasks.payload import CallCodec
 from jsflow.tasks.streams import validate_name
@@ -164,7 +170,10 @@ class App:
     """A named set of tasks on one client; workers of any process execute them.
 
     ``client`` may be ``None`` for an app defined at import time and bound later
-    (``app.bind(client)``, as the ``jsflow worker`` command does).
+    (``app.bind(client)``, as the ``jsflow worker`` command does). ``retention`` (seconds or a
+    ``timedelta``, at least 1 s; default 24 h; ``None`` keeps them forever) is how long a
+    finished task's state and artifacts stay: the server expires them (per-key TTL set by
+    the write that finishes the task), so the task bucket does not grow without bound.
     """
 
     def __init__(
@@ -173,6 +182,7 @@ class App:
         name: str = "default",
         *,
         artifact_threshold: int = DEFAULT_ARTIFACT_THRESHOLD,
+        retention: float | dt.timedelta | None = DEFAULT_RETENTION,
     ) -> None:
         validate_name(name, "app name")
         if artifact_threshold < 1:
@@ -180,6 +190,7 @@ class App:
         self.client = client
         self.name = name
         self.artifact_threshold = artifact_threshold
+        self.retention = check_retention(retention)
         self.tasks: dict[str, TaskFunction[Any, Any]] = {}
         self._backend: TaskBackend | None = None
         self._backend_lock = asyncio.Lock()
@@ -239,7 +250,9 @@ class App:
         async with self._backend_lock:
             if self._backend is None:
                 self._backend = await TaskBackend.open(
-                    self.client, artifact_threshold=self.artifact_threshold
+                    self.client,
+                    artifact_threshold=self.artifact_threshold,
+                    retention=self.retention,
                 )
         return self._backend
 

@@ -4,12 +4,17 @@ It publishes task requests (atomically when one event expands into several), mov
 states with compare-and-set, cancels, replays dead letters, and resolves dependencies.
 Resolution is leaderless: every step is a compare-and-set on the dependent's state plus an
 idempotent publish (``Nats-Msg-Id`` = task id), so any number of resolvers may race safely.
+
+Retention: the write that makes a task terminal carries a per-key TTL (``retention``), so
+finished tasks leave the bucket on their own; their artifacts get the same lifetime.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import math
 import time
 import uuid
 from collections import deque
@@ -28,6 +33,7 @@ from jsflow.tasks.streams import (
     CANCEL_PREFIX,
     H_ARGS_REF,
     H_MSG_ID,
+    H_STATE_REVISION,
     H_TASK_ID,
     ensure_streams,
     request_subject,
@@ -36,13 +42,21 @@ from jsflow.tasks.streams import (
 if TYPE_CHECKING:
     from jsflow.client import Client
 
-__all__ = ["DEFAULT_ARTIFACT_THRESHOLD", "TaskBackend"]
+__all__ = ["DEFAULT_ARTIFACT_THRESHOLD", "DEFAULT_RETENTION", "TaskBackend", "check_retention"]
 
 DEFAULT_ARTIFACT_THRESHOLD = 256 * 1024
+DEFAULT_RETENTION = 24 * 3600.0
+# Artifacts outlive their task's state by this much, so a reader never sees a state whose
+# artifact is already gone.
+_ARTIFACT_MARGIN = 60.0
 _MAX_GRAPH = 10_000
 _DUPLICATE_IN_BATCH = 10201
 _FAILED_DEP = (TaskStatus.FAILED, TaskStatus.DEAD, TaskStatus.CANCELLED)
 _log = get_logger(__name__)
+
+
+class _Running(Exception):
+    """Internal: a cancel found the task running (its worker must interrupt it)."""
 
 
 def new_state(
@@ -57,8 +71,22 @@ def new_state(
     return state
 
 
+def check_retention(retention: float | dt.timedelta | None) -> float | None:
+    """Seconds of ``retention`` (a number or ``timedelta``; ``None``: keep forever), >= 1."""
+    if retention is None:
+        return None
+    seconds = retention.total_seconds() if isinstance(retention, dt.timedelta) else retention
+    if not isinstance(seconds, int | float) or not seconds >= 1 or math.isinf(seconds):
+        raise ConfigError(f"retention must be at least 1 second or None, got {retention!r}")
+    return float(seconds)
+
+
 class TaskBackend:
-    """Shared machinery of the tasks layer for one client."""
+    """Shared machinery of the tasks layer for one client.
+
+    ``retention`` (seconds, >= 1; ``None`` keeps finished tasks forever) is how long a task's
+    state and artifacts stay after it finished.
+    """
 
     def __init__(
         self,
@@ -66,6 +94,7 @@ class TaskBackend:
         store: TaskStore,
         *,
         artifact_threshold: int = DEFAULT_ARTIFACT_THRESHOLD,
+        retention: float | dt.timedelta | None = DEFAULT_RETENTION,
     ) -> None:
         if artifact_threshold < 1:
             raise ConfigError(f"artifact_threshold must be >= 1, got {artifact_threshold}")
@@ -73,23 +102,52 @@ class TaskBackend:
         self.store = store
         self.artifacts = ArtifactStore(client)
         self.artifact_threshold = artifact_threshold
+        self.retention = check_retention(retention)
 
     @classmethod
     async def open(
-        cls, client: Client, *, artifact_threshold: int = DEFAULT_ARTIFACT_THRESHOLD
+        cls,
+        client: Client,
+        *,
+        artifact_threshold: int = DEFAULT_ARTIFACT_THRESHOLD,
+        retention: float | dt.timedelta | None = DEFAULT_RETENTION,
     ) -> TaskBackend:
         """Ensure the streams and the task-state bucket exist, and bind them."""
+        retention = check_retention(retention)
         await ensure_streams(client)
         store = await TaskStore.open(client)
-        return cls(client, store, artifact_threshold=artifact_threshold)
+        return cls(client, store, artifact_threshold=artifact_threshold, retention=retention)
 
     # -- payloads --------------------------------------------------------------------------
 
-    async def externalize(self, name: str, data: bytes) -> tuple[bytes, str]:
-        """``(data, "")``, or ``(b"", ref)`` after moving a large payload to the object store."""
+    @property
+    def artifact_ttl(self) -> float | None:
+        """Lifetime of the artifacts of a finished task (``None``: forever)."""
+        return None if self.retention is None else self.retention + _ARTIFACT_MARGIN
+
+    async def externalize(
+        self, name: str, data: bytes, *, ttl: float | None = None
+    ) -> tuple[bytes, str]:
+        """``(data, "")``, or ``(b"", ref)`` after moving a large payload to the object store
+        (expiring after ``ttl`` seconds when given)."""
         if len(data) <= self.artifact_threshold:
             return data, ""
-        return b"", await self.artifacts.put(name, data)
+        return b"", await self.artifacts.put(name, data, ttl=ttl)
+
+    async def settle_artifacts(self, state: task_pb2.TaskState, args: bytes | None = None) -> None:
+        """After ``state`` became terminal: give its artifacts the state's lifetime.
+
+        The arguments of a task that can never run again (``SUCCEEDED``, ``CANCELLED``) are
+        deleted; those of a dead letter (``FAILED``, ``DEAD``: replayable) are rewritten to
+        expire with it (``args``, when the caller holds them, saves reading them back).
+        Results were written with that lifetime already. Idempotent.
+        """
+        if self.retention is None or not state.args_ref:
+            return
+        if status_of(state) in (TaskStatus.SUCCEEDED, TaskStatus.CANCELLED):
+            await self.artifacts.delete(state.args_ref)
+        else:
+            await self.artifacts.expire(state.args_ref, self.artifact_ttl, args)
 
     async def resolve(self, data: bytes, ref: str) -> bytes:
         """The payload itself, fetching it from the object store when ``ref`` is set."""
@@ -100,72 +158,80 @@ class TaskBackend:
     async def request(self, states: Sequence[task_pb2.TaskState]) -> None:
         """Create the states (idempotent) and publish their requests, atomically when several.
 
-        Safe to repeat: an existing state is kept and a request republished within the
-        stream's duplicate window is dropped by the server (``Nats-Msg-Id`` = task id).
+        A request (``task.requested.<name>.<id>``) is also the task's ``requested`` event. It
+        carries the state just created and its revision, so a worker starts the task with one
+        compare-and-set and no read. Safe to repeat: an existing state is kept and a request
+        republished within the stream's duplicate window is dropped by the server
+        (``Nats-Msg-Id`` = task id).
         """
-        await asyncio.gather(*(self.store.create(s) for s in states))
-        await self.publish_requests([s for s in states if s.released])
-        await asyncio.gather(
-            *(
-                publish_event(
-                    self.client,
-                    TaskEvent(s.id, s.name, "requested"),
-                    log_only=True,
-                    msg_id=f"{s.id}-requested",
-                )
-                for s in states
-            )
-        )
+        revisions = await asyncio.gather(*(self.store.create(s) for s in states))
+        released = [(s, r) for s, r in zip(states, revisions, strict=True) if s.released]
+        await self.publish_requests([s for s, _ in released], revisions=[r for _, r in released])
 
     async def publish_requests(
-        self, states: Sequence[task_pb2.TaskState], *, msg_ids: Sequence[str] | None = None
+        self,
+        states: Sequence[task_pb2.TaskState],
+        *,
+        msg_ids: Sequence[str] | None = None,
+        revisions: Sequence[int] | None = None,
     ) -> None:
-        """Publish ``task.requested.<name>`` for each state; several go as one atomic batch."""
+        """Publish ``task.requested.<name>.<id>`` for each state; several go as one atomic
+        batch. ``revisions`` (0: unknown) are those of the states as they are in the store."""
         if not states:
             return
         ids = list(msg_ids) if msg_ids is not None else [s.id for s in states]
-        if len(states) == 1:
-            await self._publish_one(states[0], ids[0])
+        revs = list(revisions) if revisions is not None else [0] * len(states)
+        messages = [
+            self.request_message(state, msg_id, rev)
+            for state, msg_id, rev in zip(states, ids, revs, strict=True)
+        ]
+        if len(messages) == 1:
+            await self._publish_one(*messages[0])
             return
         try:
-            await self._publish_batch(states, ids)
+            await self._publish_batch(messages)
         except ServerError as exc:
             _log.warning("tasks.batch_publish_failed", error=str(exc))
-            for state, msg_id in zip(states, ids, strict=True):
-                await self._publish_one(state, msg_id)
+            for message in messages:
+                await self._publish_one(*message)
 
     @staticmethod
-    def _headers(state: task_pb2.TaskState, msg_id: str) -> dict[str, str]:
+    def request_message(
+        state: task_pb2.TaskState, msg_id: str, revision: int
+    ) -> tuple[str, bytes, dict[str, str]]:
+        """Subject, body and headers of a request: with a known revision the body is the
+        whole state, else (as from other producers) the encoded arguments."""
         headers = {H_TASK_ID: state.id, H_MSG_ID: msg_id}
-        if state.args_ref:
-            headers[H_ARGS_REF] = state.args_ref
-        return headers
+        if revision:
+            headers[H_STATE_REVISION] = str(revision)
+            body = bytes(state.SerializeToString())
+        else:
+            body = bytes(state.args)
+            if state.args_ref:
+                headers[H_ARGS_REF] = state.args_ref
+        return request_subject(state.name, state.id), body, headers
 
-    async def _publish_one(self, state: task_pb2.TaskState, msg_id: str) -> None:
-        subject = request_subject(state.name)
+    async def _publish_one(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
         with map_nats_errors(subject=subject):
-            await self.client.js.publish(
-                subject, bytes(state.args), headers=self._headers(state, msg_id)
-            )
+            await self.client.js.publish(subject, body, headers=headers)
 
-    async def _publish_batch(self, states: Sequence[task_pb2.TaskState], ids: list[str]) -> None:
+    async def _publish_batch(self, messages: list[tuple[str, bytes, dict[str, str]]]) -> None:
         nc = self.client.nc
         batch_id = uuid.uuid4().hex
-        last = len(states) - 1
+        last = len(messages) - 1
         with tracer().start_as_current_span("jsflow.tasks.publish_batch") as span:
-            span.set_attribute("jsflow.batch_size", len(states))
-            with map_nats_errors(subject=request_subject(states[0].name)):
-                for i, (state, msg_id) in enumerate(zip(states, ids, strict=True)):
-                    headers = self._headers(state, msg_id)
+            span.set_attribute("jsflow.batch_size", len(messages))
+            with map_nats_errors(subject=messages[0][0]):
+                for i, (subject, body, base) in enumerate(messages):
+                    headers = dict(base)
                     headers["Nats-Batch-Id"] = batch_id
                     headers["Nats-Batch-Sequence"] = str(i + 1)
-                    subject = request_subject(state.name)
                     if i < last:
-                        await nc.publish(subject, bytes(state.args), headers=headers)
+                        await nc.publish(subject, body, headers=headers)
                         continue
                     headers["Nats-Batch-Commit"] = "1"
                     reply = await nc.request(
-                        subject, bytes(state.args), headers=headers, timeout=self.client.timeout
+                        subject, body, headers=headers, timeout=self.client.timeout
                     )
             answer = json.loads(reply.data or b"{}")
             error = answer.get("error")
@@ -186,18 +252,26 @@ class TaskBackend:
         Returns ``False`` when the task had already finished.
         """
 
-        def fn(state: task_pb2.TaskState) -> None:
+        def cancel_now(state: task_pb2.TaskState) -> None:
             status = status_of(state)
             if status.terminal or state.cancel_requested:
                 raise Declined
             if status is TaskStatus.RUNNING:
-                state.cancel_requested = True
-                return
+                raise _Running
             set_status(state, TaskStatus.CANCELLED)
             state.error_type = "TaskCancelledError"
             state.error_message = "cancelled"
 
-        new = await self.store.transition(task_id, fn)
+        def ask_worker(state: task_pb2.TaskState) -> None:
+            # Whoever runs it next (this attempt's worker, or the next attempt's) cancels it.
+            if status_of(state).terminal or state.cancel_requested:
+                raise Declined
+            state.cancel_requested = True
+
+        try:  # the terminal write carries the retention TTL, the flag does not
+            new = await self.store.transition(task_id, cancel_now, ttl=self.retention)
+        except _Running:
+            new = await self.store.transition(task_id, ask_worker)
         if new is None:
             current = await self.store.get(task_id)
             if current is None:
@@ -226,6 +300,7 @@ class TaskBackend:
             ),
         )
         await self.resolve_dependents(state)
+        await self.settle_artifacts(state)
 
     async def replay(self, task_id: str) -> bool:
         """Run a ``FAILED`` or ``DEAD`` task again from attempt 1; ``False`` if it is neither."""
@@ -246,6 +321,8 @@ class TaskBackend:
             if await self.store.get(task_id) is None:
                 raise TaskNotFoundError(task_id)
             return False
+        if new.args_ref and self.retention is not None:  # pending again: keep its arguments
+            await self.artifacts.expire(new.args_ref, None)
         await self.publish_requests([new], msg_ids=[f"{new.id}-replay{new.replays}"])
         return True
 
@@ -339,7 +416,7 @@ class TaskBackend:
                 s.error_type = "DependencyFailed"
                 s.error_message = cause
 
-            new = await self.store.transition(task_id, cancel)
+            new = await self.store.transition(task_id, cancel, ttl=self.retention)
             if new is not None:
                 await publish_event(
                     self.client,
@@ -351,6 +428,7 @@ class TaskBackend:
                         error_message=new.error_message,
                     ),
                 )
+                await self.settle_artifacts(new)
             return new
         if all(d is not None and status_of(d) is TaskStatus.SUCCEEDED for d in deps):
             # Publish first (idempotent by id), then mark released: a crash in between

@@ -1,4 +1,4 @@
-"""Task lifecycle events: ``task.<kind>.<name>`` plus each task's own replayable log."""
+"""Task lifecycle events on ``task.<kind>.<name>.<id>``, replayable per task."""
 
 from __future__ import annotations
 
@@ -10,23 +10,34 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import nats.errors
+from nats.aio.msg import Msg
 from nats.js import api
 
 from jsflow._proto import task_pb2
 from jsflow.errors import CodecError, RequestTimeoutError, map_nats_errors
 from jsflow.tasks.streams import (
-    EVENT_STREAM,
     H_EVENT,
     H_TASK_ID,
     H_TASK_NAME,
+    TASK_STREAM,
     event_subject,
-    log_subject,
+    task_filter,
 )
 
 if TYPE_CHECKING:
     from jsflow.client import Client
 
-__all__ = ["TERMINAL_EVENTS", "TaskEvent", "TaskEvents", "publish_event"]
+__all__ = [
+    "TERMINAL_EVENTS",
+    "PendingPublish",
+    "TaskEvent",
+    "TaskEvents",
+    "event_from_msg",
+    "publish_async",
+    "publish_event",
+    "start_event",
+    "wait_all",
+]
 
 TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "dead"})
 
@@ -35,8 +46,8 @@ TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "dead"})
 class TaskEvent:
     """One lifecycle event of a task.
 
-    ``kind`` is one of ``requested started progress retrying completed failed cancelled
-    dead``; ``progress`` (0-100) and ``message`` are set by progress reports.
+    ``kind`` is one of ``scheduled requested started progress retrying completed failed
+    cancelled dead``; ``progress`` (0-100) and ``message`` are set by progress reports.
     """
 
     task_id: str
@@ -90,30 +101,102 @@ class TaskEvent:
         return bytes(msg.SerializeToString())
 
 
-async def publish_event(
-    client: Client, event: TaskEvent, *, log_only: bool = False, msg_id: str | None = None
-) -> None:
-    """Publish ``event`` on ``task.<kind>.<name>`` and on the task's own log subject.
+class PendingPublish:
+    """A JetStream publish sent without waiting; :meth:`wait` awaits the stream's ack.
 
-    ``msg_id`` deduplicates a republished event (e.g. a redelivered router expansion).
+    Several pending publishes travel back to back and their acks come back together, so
+    a worker pays one round trip for all of them instead of one each.
     """
-    data = event.to_bytes()
+
+    __slots__ = ("_future", "_timeout", "subject")
+
+    def __init__(self, future: asyncio.Future[Any], subject: str, timeout: float) -> None:
+        self._future = future
+        self._timeout = timeout
+        self.subject = subject
+        # An abandoned publish (its owner cancelled) must not log "exception never retrieved".
+        future.add_done_callback(_retrieve)
+
+    async def wait(self) -> None:
+        """Wait for the ack (:class:`RequestTimeoutError` after the client's timeout)."""
+        with map_nats_errors(subject=self.subject):
+            await asyncio.wait_for(self._future, self._timeout)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+async def publish_async(
+    client: Client, subject: str, data: bytes, headers: dict[str, str] | None = None
+) -> PendingPublish:
+    """Send one JetStream publish now and return a handle on its ack."""
+    with map_nats_errors(subject=subject):
+        future = await client.js.publish_async(
+            subject, data, headers=headers, wait_stall=client.timeout
+        )
+    return PendingPublish(future, subject, client.timeout)
+
+
+async def wait_all(pending: list[PendingPublish]) -> None:
+    """Await the acks of ``pending`` (all of them, raising the first failure)."""
+    if len(pending) == 1:
+        await pending[0].wait()
+    elif pending:
+        results = await asyncio.gather(*(p.wait() for p in pending), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+
+def _event_message(event: TaskEvent) -> tuple[str, bytes, dict[str, str]]:
     headers = {H_TASK_ID: event.task_id, H_TASK_NAME: event.name, H_EVENT: event.kind}
-    if msg_id is not None:
-        headers["Nats-Msg-Id"] = msg_id
-    js = client.js
-    subjects = [log_subject(event.task_id)]
-    if not log_only:
-        subjects.append(event_subject(event.kind, event.name))
-    with map_nats_errors(subject=subjects[0]):
-        await asyncio.gather(*(js.publish(s, data, headers=headers) for s in subjects))
+    return event_subject(event.kind, event.name, event.task_id), event.to_bytes(), headers
+
+
+async def start_event(client: Client, event: TaskEvent) -> PendingPublish:
+    """Publish ``event`` on ``task.<kind>.<name>.<id>`` without waiting for the ack."""
+    subject, data, headers = _event_message(event)
+    return await publish_async(client, subject, data, headers)
+
+
+async def publish_event(client: Client, event: TaskEvent) -> None:
+    """Publish ``event`` on ``task.<kind>.<name>.<id>`` and wait until it is stored."""
+    await (await start_event(client, event)).wait()
+
+
+def event_from_msg(msg: Msg) -> TaskEvent | None:
+    """The event a message of the tasks stream stands for (``None``: not an event).
+
+    A request (``task.requested.<name>.<id>``) is its task's ``requested`` event; a
+    one-shot schedule (``task.schedule.<name>.<id>``) is its ``scheduled`` event.
+    """
+    parts = msg.subject.split(".")
+    if len(parts) != 4:
+        return None
+    kind, name, task_id = parts[1], parts[2], parts[3]
+    headers = msg.headers or {}
+    if kind in ("requested", "schedule"):
+        if headers.get(H_TASK_ID, task_id) != task_id:
+            return None  # a cron schedule that happens to share the id: not this task's
+        try:
+            stamp = msg.metadata.timestamp.timestamp()
+        except Exception:
+            stamp = 0.0
+        if kind == "schedule":
+            spec = headers.get("Nats-Schedule", "")
+            return TaskEvent(task_id, name, "scheduled", message=spec, time=stamp)
+        return TaskEvent(task_id, name, "requested", time=stamp)
+    return TaskEvent.from_bytes(msg.data)
 
 
 class TaskEvents:
     """Async iterator over one task's events from its start, ending after a terminal event.
 
-    Each iterator is one ordered consumer on the task's own subject (per explicit caller,
-    not per waiter); it is removed when iteration ends or on ``aclose()``.
+    Each iterator is one ordered consumer on the tasks stream filtered to this task's
+    subjects (``task.*.*.<id>``), per explicit caller, not per waiter; it is removed when
+    iteration ends or on ``aclose()``.
     """
 
     def __init__(self, client: Client, task_id: str, idle_timeout: float | None = None) -> None:
@@ -125,11 +208,11 @@ class TaskEvents:
 
     async def _start(self) -> None:
         if self._sub is None:
-            subject = log_subject(self.task_id)
+            subject = task_filter(self.task_id)
             with map_nats_errors(subject=subject):
                 self._sub = await self._client.js.subscribe(
                     subject,
-                    stream=EVENT_STREAM,
+                    stream=TASK_STREAM,
                     ordered_consumer=True,
                     deliver_policy=api.DeliverPolicy.ALL,
                     inactive_threshold=60.0,
@@ -142,13 +225,15 @@ class TaskEvents:
         if self._done:
             raise StopAsyncIteration
         await self._start()
-        try:
-            msg = await self._sub.next_msg(timeout=self._idle_timeout)
-        except nats.errors.TimeoutError as exc:
-            raise RequestTimeoutError(
-                f"no event of task {self.task_id} within {self._idle_timeout}s"
-            ) from exc
-        event = TaskEvent.from_bytes(msg.data)
+        event = None
+        while event is None:
+            try:
+                msg = await self._sub.next_msg(timeout=self._idle_timeout)
+            except nats.errors.TimeoutError as exc:
+                raise RequestTimeoutError(
+                    f"no event of task {self.task_id} within {self._idle_timeout}s"
+                ) from exc
+            event = event_from_msg(msg)
         if event.terminal:
             await self.aclose()
             self._done = True

@@ -17,13 +17,9 @@ import nats.js.errors
 
 from jsflow.errors import ConfigError, map_nats_errors
 from jsflow.tasks.backend import TaskBackend, new_state
-from jsflow.tasks.events import TaskEvent, publish_event
 from jsflow.tasks.handle import TaskHandle
 from jsflow.tasks.streams import (
-    H_ARGS_REF,
-    H_MSG_ID,
     H_SCHEDULE_ID,
-    H_TASK_ID,
     TASK_STREAM,
     request_subject,
     schedule_subject,
@@ -79,9 +75,10 @@ async def _publish_schedule(
     *,
     payload: bytes,
     headers: dict[str, str],
+    target: str | None = None,
 ) -> None:
     subject = schedule_subject(task_name, schedule_id)
-    hdrs = {**headers, _SCHEDULE: spec, _TARGET: request_subject(task_name)}
+    hdrs = {**headers, _SCHEDULE: spec, _TARGET: target or request_subject(task_name)}
     with map_nats_errors(subject=subject):
         await backend.client.js.publish(subject, payload, headers=hdrs)
 
@@ -94,25 +91,28 @@ async def submit_at(
     *,
     task_id: str | None = None,
 ) -> TaskHandle[Any]:
-    """Create the task's state now (``PENDING``) and have the server request it at ``when``."""
+    """Create the task's state now (``PENDING``) and have the server request it at ``when``.
+
+    The schedule message is the task's ``scheduled`` event; the request the server
+    publishes (``task.requested.<name>.<id>``, carrying the state) its ``requested`` event.
+    """
     at = _rfc3339(when)
     task_id = validate_name(task_id, "task id") if task_id else uuid.uuid4().hex
     payload = fn.codec.encode_args(args, kwargs)
     backend = await fn.app.backend()
     data, ref = await backend.externalize(f"{task_id}.args", payload)
     state = new_state(task_id, fn.name, data, ref)
-    if await backend.store.create(state):
-        headers = {H_TASK_ID: task_id, H_MSG_ID: f"{task_id}-at"}
-        if ref:
-            headers[H_ARGS_REF] = ref
+    revision = await backend.store.create(state)
+    if revision:
+        target, body, headers = backend.request_message(state, f"{task_id}-at", revision)
         await _publish_schedule(
-            backend, fn.name, task_id, f"@at {at}", payload=data, headers=headers
-        )
-        await publish_event(
-            backend.client,
-            TaskEvent(task_id, fn.name, "requested", message=f"scheduled at {at}"),
-            log_only=True,
-            msg_id=f"{task_id}-requested",
+            backend,
+            fn.name,
+            task_id,
+            f"@at {at}",
+            payload=body,
+            headers=headers,
+            target=target,
         )
     return TaskHandle(backend, task_id, fn.name, fn.codec)
 

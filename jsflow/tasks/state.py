@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from jsflow._proto import task_pb2
-from jsflow.errors import KeyExistsError
+from jsflow.errors import ConflictError, KeyExistsError
 from jsflow.store import KeyListener, ObjectStore
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import STATE_BUCKET
@@ -100,21 +100,42 @@ class TaskStore:
         entry = await self.store.get(task_id)
         return None if entry is None else TaskInfo.from_state(entry.value, entry.revision)
 
-    async def create(self, state: task_pb2.TaskState) -> bool:
-        """Write a new task's state; ``False`` when the id exists already (idempotent submit)."""
+    async def create(self, state: task_pb2.TaskState) -> int:
+        """Write a new task's state; returns its revision, or 0 when the id exists already
+        (idempotent submit)."""
         try:
-            await self.store.create(state.id, state)
+            entry = await self.store.create(state.id, state)
         except KeyExistsError:
-            return False
-        return True
+            return 0
+        return entry.revision
+
+    async def compare_and_set(
+        self, state: task_pb2.TaskState, revision: int, *, ttl: float | None = None
+    ) -> int:
+        """Write ``state`` only if ``revision`` is still its latest; returns the new revision,
+        0 when it was not.
+
+        One round trip, no retry: for a writer that knows the revision it read (a worker
+        starting a task from the state carried in its request, finishing what it started).
+        """
+        try:
+            entry = await self.store.compare_and_set(state.id, state, revision, ttl=ttl)
+        except ConflictError:
+            return 0
+        return entry.revision
 
     async def transition(
-        self, task_id: str, fn: Callable[[task_pb2.TaskState], None]
+        self,
+        task_id: str,
+        fn: Callable[[task_pb2.TaskState], None],
+        *,
+        ttl: float | None = None,
     ) -> task_pb2.TaskState | None:
         """Apply ``fn`` with compare-and-set; ``None`` when ``fn`` raised :class:`Declined`.
 
         ``fn`` mutates the state in place; it must raise :class:`Declined` to leave it as is
-        (it also receives an empty state, ``id == ""``, for an absent task).
+        (it also receives an empty state, ``id == ""``, for an absent task). ``ttl`` (seconds,
+        >= 1) expires the written state: the retention of a task that just finished.
         """
 
         def guarded(state: task_pb2.TaskState) -> None:
@@ -123,7 +144,7 @@ class TaskStore:
             fn(state)
 
         try:
-            entry = await self.store.update(task_id, guarded)
+            entry = await self.store.update(task_id, guarded, ttl=ttl)
         except Declined:
             return None
         return entry.value

@@ -1,10 +1,14 @@
 """Names of the streams, buckets, subjects and headers of the tasks layer; stream setup.
 
-``JSFLOW_TASKS`` captures ``task.>``: requests (``task.requested.<name>``, consumed by one
-durable pull consumer per task name), lifecycle events (``task.<kind>.<name>``) and schedules
+One stream, ``JSFLOW_TASKS``, captures ``task.>``: requests (``task.requested.<name>.<id>``,
+consumed by one durable pull consumer per task name filtering ``task.requested.<name>`` and
+``task.requested.<name>.>``), lifecycle events (``task.<kind>.<name>.<id>``) and schedules
 (``task.schedule.<name>.<id>``, which the server turns into requests when due).
-``JSFLOW_TASK_EVENTS`` holds one subject per task, ``jsflow.task_events.<id>``, so one task's
-events replay without scanning anything else.
+
+A request is also the task's ``requested`` event, and every event is published once: one
+task's events replay with the filter ``task.*.*.<id>`` on that stream (the server indexes
+subjects, so this reads only that task's messages), and a consumer of one kind of event
+filters ``task.<kind>.<name>.>`` (or ``task.<kind>.>``).
 """
 
 from __future__ import annotations
@@ -24,19 +28,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CANCEL_PREFIX",
-    "EVENT_STREAM",
     "STATE_BUCKET",
     "TASK_STREAM",
     "ensure_streams",
     "event_subject",
-    "log_subject",
+    "request_filters",
     "request_subject",
     "schedule_subject",
+    "task_filter",
     "validate_name",
 ]
 
 TASK_STREAM = "JSFLOW_TASKS"
-EVENT_STREAM = "JSFLOW_TASK_EVENTS"
 STATE_BUCKET = "jsflow_tasks"
 ARTIFACT_BUCKET = "jsflow_artifacts"
 CANCEL_PREFIX = "jsflow.task_cancel."
@@ -46,6 +49,8 @@ H_TASK_NAME = "Jsflow-Task-Name"
 H_EVENT = "Jsflow-Event"
 H_ARGS_REF = "Jsflow-Args-Ref"
 H_SCHEDULE_ID = "Jsflow-Schedule-Id"
+# On a request whose body is the task's TaskState as written at this KV revision.
+H_STATE_REVISION = "Jsflow-State-Revision"
 H_MSG_ID = "Nats-Msg-Id"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
@@ -59,19 +64,28 @@ def validate_name(value: str, what: str = "task name") -> str:
     return value
 
 
-def request_subject(name: str) -> str:
-    """Subject a request for task ``name`` is published on."""
-    return f"task.requested.{name}"
+def request_subject(name: str, task_id: str | None = None) -> str:
+    """Subject a request for task ``name`` is published on (``task.requested.<name>.<id>``).
+
+    Without ``task_id``, the bare ``task.requested.<name>`` that other producers and cron
+    schedules publish on; workers consume both.
+    """
+    return f"task.requested.{name}" if task_id is None else f"task.requested.{name}.{task_id}"
 
 
-def event_subject(kind: str, name: str) -> str:
-    """Subject of a lifecycle event ``kind`` of task ``name``."""
-    return f"task.{kind}.{name}"
+def request_filters(name: str) -> list[str]:
+    """The filter subjects of the durable consumer of task ``name``'s requests."""
+    return [request_subject(name), request_subject(name) + ".>"]
 
 
-def log_subject(task_id: str) -> str:
-    """Subject of one task's own event log."""
-    return f"jsflow.task_events.{task_id}"
+def event_subject(kind: str, name: str, task_id: str) -> str:
+    """Subject of the lifecycle event ``kind`` of task ``task_id`` of task ``name``."""
+    return f"task.{kind}.{name}.{task_id}"
+
+
+def task_filter(task_id: str) -> str:
+    """Filter subject matching every event of one task (requests included)."""
+    return f"task.*.*.{task_id}"
 
 
 def schedule_subject(name: str, schedule_id: str) -> str:
@@ -90,12 +104,6 @@ async def _create(client: Client) -> None:
             duplicate_window=120.0,
             allow_atomic=True,
             allow_msg_schedules=True,
-        ),
-        api.StreamConfig(
-            name=EVENT_STREAM,
-            subjects=["jsflow.task_events.*"],
-            storage=api.StorageType.FILE,
-            max_age=24 * 3600.0,
         ),
     ]
     for config in configs:

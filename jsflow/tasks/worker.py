@@ -15,7 +15,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -30,16 +30,17 @@ from jsflow.observability import get_logger, tracer
 from jsflow.tasks.backend import TaskBackend, new_state
 from jsflow.tasks.context import TaskContext, _current
 from jsflow.tasks.errors import TaskTimeoutError
-from jsflow.tasks.events import TaskEvent, publish_event
+from jsflow.tasks.events import PendingPublish, TaskEvent, start_event, wait_all
 from jsflow.tasks.state import Declined, set_status, status_of
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import (
     CANCEL_PREFIX,
     H_ARGS_REF,
     H_SCHEDULE_ID,
+    H_STATE_REVISION,
     H_TASK_ID,
     TASK_STREAM,
-    request_subject,
+    request_filters,
 )
 
 if TYPE_CHECKING:
@@ -86,6 +87,9 @@ class _Slots:
 class _Running:
     cancel_requested: bool = False
     task: asyncio.Task[Any] | None = None
+    pending: list[PendingPublish] = field(default_factory=list)  # events awaiting their ack
+    args: bytes | None = None  # arguments fetched from an artifact
+    written: tuple[task_pb2.TaskState, int] | None = None  # the start this worker wrote
 
 
 def durable_name(task_name: str) -> str:
@@ -205,16 +209,17 @@ class Worker:
         assert self._backend is not None
         js = self._backend.client.js
         durable = durable_name(name)
+        filters = request_filters(name)
         config = api.ConsumerConfig(
             durable_name=durable,
-            filter_subject=request_subject(name),
+            filter_subjects=filters,
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
             ack_wait=self.ack_wait,
             max_deliver=-1,
             max_ack_pending=10_000,
         )
-        with map_nats_errors(subject=request_subject(name)):
+        with map_nats_errors(subject=filters[0]):
             try:
                 await js.add_consumer(TASK_STREAM, config)
             except nats.js.errors.BadRequestError as exc:
@@ -299,29 +304,90 @@ class Worker:
 
     async def _handle(self, fn: TaskFunction[Any, Any], msg: Msg) -> None:
         assert self._backend is not None
-        backend = self._backend
-        store = backend.store
         headers = msg.headers or {}
         meta = msg.metadata
         task_id = headers.get(H_TASK_ID) or (
             f"{headers.get(H_SCHEDULE_ID, 'msg')}-{meta.sequence.stream}"
         )
+        carried = _carried_state(msg, task_id)
+        entry = self._running[task_id] = _Running()
+        try:
+            started = None
+            if carried is not None and meta.num_delivered == 1:
+                started = await self._start_carried(*carried, entry)
+            if started is None:
+                started = await self._start_read(fn, msg, task_id, carried)
+                if started is None:
+                    return
+            # Announce the start without waiting: its ack is awaited with the outcome's.
+            entry.pending.append(
+                await start_event(self._backend.client, self._event(started, "started"))
+            )
+            with tracer().start_as_current_span("jsflow.tasks.execute") as span:
+                span.set_attribute("jsflow.task", fn.name)
+                span.set_attribute("jsflow.task_id", task_id)
+                span.set_attribute("jsflow.attempt", started.attempt)
+                await self._execute(fn, started, msg, entry)
+        finally:
+            self._running.pop(task_id, None)
+
+    def _mark_started(self, state: task_pb2.TaskState) -> None:
+        state.attempt += 1
+        set_status(state, TaskStatus.RUNNING)
+        state.worker = self.id
+        state.started_at = time.time()
+
+    async def _start_carried(
+        self, state: task_pb2.TaskState, revision: int, entry: _Running
+    ) -> task_pb2.TaskState | None:
+        """Start a first delivery from the state its request carries: one compare-and-set
+        on the revision it was created at, no read. ``None`` when anything changed since."""
+        assert self._backend is not None
+        if status_of(state) is not TaskStatus.PENDING or state.cancel_requested:
+            return None
+        self._mark_started(state)
+        written = await self._backend.store.compare_and_set(state, revision)
+        if not written:
+            return None
+        entry.written = (state, written)
+        return state
+
+    async def _start_read(
+        self,
+        fn: TaskFunction[Any, Any],
+        msg: Msg,
+        task_id: str,
+        carried: tuple[task_pb2.TaskState, int] | None,
+    ) -> task_pb2.TaskState | None:
+        """Start from the stored state (redeliveries, retries, requests of other producers);
+        ``None`` when this delivery ends here (already finished, cancelled, dead, lost race)."""
+        assert self._backend is not None
+        backend = self._backend
+        store = backend.store
+        headers = msg.headers or {}
+        meta = msg.metadata
         state = await store.get(task_id)
         if state is None:  # scheduled (cron) requests and requests from other producers
-            await store.create(
-                new_state(task_id, fn.name, msg.data or b"", headers.get(H_ARGS_REF, ""))
-            )
+            if carried is not None:
+                fresh = task_pb2.TaskState()
+                fresh.CopyFrom(carried[0])
+                fresh.attempt, fresh.worker, fresh.started_at = 0, "", 0.0
+                set_status(fresh, TaskStatus.PENDING)
+            else:
+                fresh = new_state(task_id, fn.name, msg.data or b"", headers.get(H_ARGS_REF, ""))
+            await store.create(fresh)
             state = await store.get(task_id)
             if state is None:
-                return
+                return None
         status = status_of(state)
         if status.terminal:  # a redelivery after the outcome was recorded: finish the job
             await backend.resolve_dependents(state)
+            await backend.settle_artifacts(state)
             await msg.ack()
-            return
+            return None
         if state.cancel_requested or status not in _RUNNABLE:
             await self._finish_cancelled(state, msg, attempt=None)
-            return
+            return None
         if meta.num_delivered > fn.options.retries + 1 + _CRASH_ALLOWANCE:
             await self._finish(
                 state.id,
@@ -331,33 +397,20 @@ class Worker:
                 "DeliveryLimit",
                 error_message=f"delivered {meta.num_delivered} times without finishing",
             )
-            return
+            return None
         read_attempt = state.attempt
 
         def start(s: task_pb2.TaskState) -> None:
             if status_of(s) not in _RUNNABLE or s.attempt != read_attempt or s.cancel_requested:
                 raise Declined
-            s.attempt += 1
-            set_status(s, TaskStatus.RUNNING)
-            s.worker = self.id
-            s.started_at = time.time()
+            self._mark_started(s)
 
-        entry = self._running[task_id] = _Running()
-        try:
-            started = await store.transition(task_id, start)
-            if started is None:  # another worker or a canceller moved first
-                current = await store.get(task_id)
-                if current is not None and status_of(current).terminal:
-                    await msg.ack()
-                return
-            await self._event(started, "started")
-            with tracer().start_as_current_span("jsflow.tasks.execute") as span:
-                span.set_attribute("jsflow.task", fn.name)
-                span.set_attribute("jsflow.task_id", task_id)
-                span.set_attribute("jsflow.attempt", started.attempt)
-                await self._execute(fn, started, msg, entry)
-        finally:
-            self._running.pop(task_id, None)
+        started = await store.transition(task_id, start)
+        if started is None:  # another worker or a canceller moved first
+            current = await store.get(task_id)
+            if current is not None and status_of(current).terminal:
+                await msg.ack()
+        return started
 
     async def _execute(
         self, fn: TaskFunction[Any, Any], state: task_pb2.TaskState, msg: Msg, entry: _Running
@@ -367,6 +420,8 @@ class Worker:
         attempt = state.attempt
         try:
             data = await backend.resolve(bytes(state.args), state.args_ref)
+            if state.args_ref:
+                entry.args = data
             args, kwargs = fn.codec.decode_args(data)
         except CodecError as exc:
             await self._finish(
@@ -399,7 +454,9 @@ class Worker:
                 await heartbeat
         try:
             payload = fn.codec.encode_result(result)
-            data, ref = await backend.externalize(f"{state.id}.result", payload)
+            data, ref = await backend.externalize(
+                f"{state.id}.result", payload, ttl=backend.artifact_ttl
+            )
         except JsflowError as exc:
             await self._finish(
                 state.id,
@@ -464,7 +521,7 @@ class Worker:
         if new is None:
             return
         delay = fn.options.retry_delay(attempt)
-        await self._event(new, "retrying")
+        await self._flush(state.id, self._event(new, "retrying"))
         await msg.nak(delay=delay)
         _log.info("tasks.retrying", task=fn.name, task_id=state.id, attempt=attempt, delay=delay)
 
@@ -491,9 +548,11 @@ class Worker:
         error_message: str = "",
         result: tuple[bytes, str] | None = None,
     ) -> None:
-        """Record a terminal outcome (CAS on the attempt), announce it, resolve dependents,
-        then ack. A lost CAS means another attempt owns the task: leave the message to it."""
+        """Record a terminal outcome (CAS on the attempt, carrying the retention TTL),
+        announce it, resolve dependents, settle artifacts, wait for every event's ack, then
+        ack. A lost CAS means another attempt owns the task: leave the message to it."""
         assert self._backend is not None
+        backend = self._backend
 
         def finish(s: task_pb2.TaskState) -> None:
             if status_of(s).terminal:
@@ -507,30 +566,71 @@ class Worker:
             if result is not None:
                 s.result, s.result_ref = result
 
-        new = await self._backend.store.transition(task_id, finish)
+        entry = self._running.get(task_id)
+        new = None
+        if entry is not None and entry.written is not None and attempt is not None:
+            # Finish what this worker wrote, by its revision: one write, no read or queue.
+            # Anything that changed it since (a cancel request) makes this miss: then the
+            # general compare-and-set decides.
+            base, revision = entry.written
+            candidate = task_pb2.TaskState()
+            candidate.CopyFrom(base)
+            with contextlib.suppress(Declined):
+                finish(candidate)
+                if await backend.store.compare_and_set(candidate, revision, ttl=backend.retention):
+                    new = candidate
         if new is None:
-            current = await self._backend.store.get(task_id)
+            new = await backend.store.transition(task_id, finish, ttl=backend.retention)
+        if new is None:
+            current = await backend.store.get(task_id)
             if current is not None and status_of(current).terminal and attempt is None:
                 await msg.ack()
             return
         kind = "completed" if status is TaskStatus.SUCCEEDED else status.value.lower()
-        await self._event(new, kind)
-        await self._backend.resolve_dependents(new)
+        announce = await start_event(backend.client, self._event(new, kind))
+        await backend.resolve_dependents(new)
+        await backend.settle_artifacts(new, entry.args if entry is not None else None)
+        await self._flush(task_id, announce)
         if status is TaskStatus.DEAD:
             await msg.term()
         else:
             await msg.ack()
 
-    async def _event(self, state: task_pb2.TaskState, kind: str) -> None:
-        assert self._backend is not None
-        await publish_event(
-            self._backend.client,
-            TaskEvent(
-                state.id,
-                state.name,
-                kind,
-                attempt=state.attempt,
-                error_type=state.error_type if kind != "completed" else "",
-                error_message=state.error_message if kind != "completed" else "",
-            ),
+    @staticmethod
+    def _event(state: task_pb2.TaskState, kind: str) -> TaskEvent:
+        return TaskEvent(
+            state.id,
+            state.name,
+            kind,
+            attempt=state.attempt,
+            error_type=state.error_type if kind != "completed" else "",
+            error_message=state.error_message if kind != "completed" else "",
         )
+
+    async def _flush(self, task_id: str, last: PendingPublish | TaskEvent) -> None:
+        """Publish (or take the pending) ``last`` and wait for the acks of every event this
+        attempt published: all stored before the request is acked or nak'ed."""
+        assert self._backend is not None
+        if isinstance(last, TaskEvent):
+            last = await start_event(self._backend.client, last)
+        entry = self._running.get(task_id)
+        pending = [*entry.pending, last] if entry is not None else [last]
+        if entry is not None:
+            entry.pending = []
+        await wait_all(pending)
+
+
+def _carried_state(msg: Msg, task_id: str) -> tuple[task_pb2.TaskState, int] | None:
+    """The state (and its revision) a request carries, or ``None``."""
+    revision = (msg.headers or {}).get(H_STATE_REVISION)
+    if not revision:
+        return None
+    state = task_pb2.TaskState()
+    try:
+        state.ParseFromString(msg.data or b"")
+        rev = int(revision)
+    except Exception:
+        return None
+    if state.id != task_id or rev < 1:
+        return None
+    return state, rev
