@@ -57,16 +57,19 @@ class ProtobufCodec(Generic[T]):
         self.cls = cls
 
     def encode(self, value: T) -> bytes:
+        """Serialize ``value`` (see :meth:`Codec.encode`)."""
         if not isinstance(value, self.cls):
             raise CodecError(f"expected {self.cls.__name__}, got {type(value).__name__}")
         return bytes(value.SerializeToString())  # type: ignore[attr-defined]
 
     def decode(self, data: bytes) -> T:
+        """Deserialize ``data`` (see :meth:`Codec.decode`)."""
         msg = self.cls()
         msg.ParseFromString(data)  # type: ignore[attr-defined]
         return msg
 
     def new(self) -> T:
+        """The empty value (see :meth:`Codec.new`)."""
         return self.cls()
 
 
@@ -77,14 +80,17 @@ class BetterprotoCodec(Generic[T]):
         self.cls = cls
 
     def encode(self, value: T) -> bytes:
+        """Serialize ``value`` (see :meth:`Codec.encode`)."""
         if not isinstance(value, self.cls):
             raise CodecError(f"expected {self.cls.__name__}, got {type(value).__name__}")
         return bytes(value)  # type: ignore[call-overload, no-any-return]
 
     def decode(self, data: bytes) -> T:
+        """Deserialize ``data`` (see :meth:`Codec.decode`)."""
         return self.cls().parse(data)  # type: ignore[attr-defined, no-any-return]
 
     def new(self) -> T:
+        """The empty value (see :meth:`Codec.new`)."""
         return self.cls()
 
 
@@ -92,14 +98,17 @@ class BytesCodec:
     """Bytes as they are."""
 
     def encode(self, value: bytes) -> bytes:
+        """Serialize ``value`` (see :meth:`Codec.encode`)."""
         if not isinstance(value, bytes | bytearray | memoryview):
             raise CodecError(f"expected bytes, got {type(value).__name__}")
         return bytes(value)
 
     def decode(self, data: bytes) -> bytes:
+        """Deserialize ``data`` (see :meth:`Codec.decode`)."""
         return bytes(data)
 
     def new(self) -> bytes:
+        """The empty value (see :meth:`Codec.new`)."""
         return b""
 
 
@@ -107,14 +116,17 @@ class StrCodec:
     """UTF-8 text."""
 
     def encode(self, value: str) -> bytes:
+        """Serialize ``value`` (see :meth:`Codec.encode`)."""
         if not isinstance(value, str):
             raise CodecError(f"expected str, got {type(value).__name__}")
         return value.encode("utf-8")
 
     def decode(self, data: bytes) -> str:
+        """Deserialize ``data`` (see :meth:`Codec.decode`)."""
         return data.decode("utf-8")
 
     def new(self) -> str:
+        """The empty value (see :meth:`Codec.new`)."""
         return ""
 
 
@@ -137,6 +149,7 @@ class JsonCodec(Generic[T]):
         return isinstance(value, tp)
 
     def encode(self, value: T) -> bytes:
+        """Serialize ``value`` (see :meth:`Codec.encode`)."""
         if not self._accepts(value):
             assert self._type is not None
             raise CodecError(f"expected {self._type.__name__}, got {type(value).__name__}")
@@ -146,6 +159,7 @@ class JsonCodec(Generic[T]):
             raise CodecError(f"value is not JSON-serializable: {exc}") from exc
 
     def decode(self, data: bytes) -> T:
+        """Deserialize ``data`` (see :meth:`Codec.decode`)."""
         value = json.loads(data)
         if not self._accepts(value):
             assert self._type is not None
@@ -155,6 +169,7 @@ class JsonCodec(Generic[T]):
         return value  # type: ignore[no-any-return]
 
     def new(self) -> T:
+        """The empty value (see :meth:`Codec.new`)."""
         return self._factory()
 
 
@@ -218,6 +233,7 @@ class DataclassCodec(Generic[T]):
         self.cls = cls
 
     def encode(self, value: T) -> bytes:
+        """Serialize ``value`` (see :meth:`Codec.encode`)."""
         if not isinstance(value, self.cls):
             raise CodecError(f"expected {self.cls.__name__}, got {type(value).__name__}")
         try:
@@ -226,12 +242,14 @@ class DataclassCodec(Generic[T]):
             raise CodecError(f"{self.cls.__name__} is not JSON-serializable: {exc}") from exc
 
     def decode(self, data: bytes) -> T:
+        """Deserialize ``data`` (see :meth:`Codec.decode`)."""
         raw = json.loads(data)
         if not isinstance(raw, dict):
             raise ValueError(f"expected a JSON object for {self.cls.__name__}")
         return _from_json(self.cls, raw)  # type: ignore[no-any-return]
 
     def new(self) -> T:
+        """The empty value (see :meth:`Codec.new`)."""
         try:
             return self.cls()
         except TypeError as exc:
