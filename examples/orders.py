@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,4 +132,6 @@ async def main(url: str | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", help="NATS URL (default: start an embedded server)")
+    # jsflow logs through the standard logging module; show its warnings in the demo's style.
+    logging.basicConfig(format="  log: %(message)s", stream=sys.stdout)
     asyncio.run(main(parser.parse_args().url))
