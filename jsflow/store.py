@@ -537,6 +537,11 @@ class ObjectStore(Generic[T]):
         conflict. Concurrent calls on one key in this process are combined and applied in
         arrival order; one whose ``fn`` raises gets that exception, the others are unaffected.
         After the retry budget (:class:`RetryPolicy`) runs out, raises :class:`ConflictError`.
+        A cancelled caller's ``fn`` is not applied unless its write was already under way.
+
+        In a combined write, each caller's entry holds the state right after its own ``fn``
+        but the revision of the one write that stored the whole batch (whose value is the
+        last caller's): order by it, but do not use it as the base of a compare-and-set.
         """
         self._check_key(key)
         if not callable(fn):
@@ -553,6 +558,7 @@ class ObjectStore(Generic[T]):
             slot.pending.append(pending)
             if slot.task is None:
                 slot.task = self._spawn(self._drain(key, slot))
+            # Cancelling this caller cancels ``future``: a batch not yet applied skips it.
             return await future
         slot = self._slots[key] = _Slot(pending=[pending])
         slot.task = asyncio.current_task()  # marks the key busy while this caller works
@@ -565,6 +571,10 @@ class ObjectStore(Generic[T]):
             # Alone: write in the caller's own task, one round trip when the cache is fresh.
             slot.pending.clear()
             await self._apply_batch(key, [pending], ttl)
+        except asyncio.CancelledError:
+            # Still queued (cancelled in the sleep above): the drain must not apply it later.
+            future.cancel()
+            raise
         finally:
             if slot.task is asyncio.current_task():
                 slot.task = None
@@ -583,6 +593,10 @@ class ObjectStore(Generic[T]):
     async def _drain(self, key: str, slot: _Slot[T]) -> None:
         try:
             while slot.pending:
+                # Callers cancelled while queued (their future is cancelled) are skipped.
+                slot.pending[:] = [op for op in slot.pending if not op.future.done()]
+                if not slot.pending:
+                    break
                 ttl = slot.pending[0].ttl
                 n = 1
                 while n < len(slot.pending) and slot.pending[n].ttl == ttl:
@@ -617,6 +631,9 @@ class ObjectStore(Generic[T]):
         last_ok: T | None = None
         single = len(batch) == 1
         for op in batch:
+            if op.future.done():  # its caller was cancelled meanwhile: do not apply its fn
+                outcomes.append(asyncio.CancelledError())
+                continue
             candidate = state if single else copy.deepcopy(state)
             try:
                 result = op.fn(candidate)
@@ -647,6 +664,8 @@ class ObjectStore(Generic[T]):
                 raise _Conflict(from_cache, base.revision) from None
             self._remember(key, _Raw(revision, data))
         for op, outcome in zip(batch, outcomes, strict=True):
+            if op.future.done():  # cancelled while the write was in flight
+                continue
             if isinstance(outcome, BaseException):
                 op.future.set_exception(outcome)
             else:
@@ -776,7 +795,7 @@ class ObjectStore(Generic[T]):
         if self._hub is not None:
             await self._hub.stop()
             self._hub = None
-        if self._tasks:
+        while self._tasks:  # a caller finishing its own write may still hand a queue over
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
@@ -992,7 +1011,8 @@ class Watch(_OrderedFeed, Generic[T]):
     def __init__(self, store: ObjectStore[T], pattern: str, policy: api.DeliverPolicy) -> None:
         super().__init__(store, store._prefix + pattern, policy)
         self._typed_store = store
-        self._queue: asyncio.Queue[Change[T] | BaseException] = asyncio.Queue()
+        # ``None`` is put by :meth:`aclose` to end an iteration waiting in another task.
+        self._queue: asyncio.Queue[Change[T] | BaseException | None] = asyncio.Queue()
         self._starting: asyncio.Lock | None = None
 
     async def _on_msg(self, msg: Msg) -> None:
@@ -1025,12 +1045,15 @@ class Watch(_OrderedFeed, Generic[T]):
             raise StopAsyncIteration
         await self.start()
         item = await self._queue.get()
+        if item is None:
+            raise StopAsyncIteration
         if isinstance(item, BaseException):
             raise item
         return item
 
     async def aclose(self) -> None:
-        """Stop watching and delete the consumer."""
+        """Stop watching and delete the consumer; an iteration waiting meanwhile ends."""
+        self._queue.put_nowait(None)
         await self._close_feed()
 
     async def __aenter__(self) -> Watch[T]:

@@ -10,9 +10,11 @@ from contextlib import AsyncExitStack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import jsflow
 from jsflow.client import Client
+from jsflow.coordination._lease import LeasedPrimitive
 from jsflow.coordination.semaphore import Semaphore
 from jsflow.server import EmbeddedServer
 
@@ -138,3 +140,114 @@ async def test_cancelled_acquire_leaves_every_permit_free(
             await sem.release()
         # then no permit is left taken by an acquisition nobody knows about
         assert await sem.holders() == []
+
+
+class LeaseMachine(RuleBasedStateMachine):
+    """Lock and semaphore instances on two clients against a model of who holds what.
+
+    The model says exactly who may hold: a non-blocking acquire wins iff the lock is free
+    (a permit is free), an acquire cancelled at any step leaves either a holder the caller
+    knows of or nothing, and every new acquisition's fencing token is larger than all before.
+    """
+
+    url = ""
+    permits = 2
+    instances = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.clients = [self.run(jsflow.connect(self.url)) for _ in range(2)]
+        self.bucket = f"lease_machine_{uuid.uuid4().hex[:8]}"
+        name = f"n{uuid.uuid4().hex[:8]}"
+        self.locks: list[LeasedPrimitive] = [
+            self.clients[i % 2].lock(name, ttl=60, bucket=self.bucket, auto_renew=False)
+            for i in range(self.instances)
+        ]
+        self.sems: list[LeasedPrimitive] = [
+            self.clients[i % 2].semaphore(
+                name, self.permits, ttl=60, bucket=self.bucket + "_s", auto_renew=False
+            )
+            for i in range(self.instances)
+        ]
+        self.held: dict[str, set[int]] = {"lock": set(), "sem": set()}
+        self.top_token: dict[str, int] = {"lock": 0, "sem": 0}
+
+    def run(self, coro):  # type: ignore[no-untyped-def]
+        return self.loop.run_until_complete(asyncio.wait_for(coro, 30))
+
+    def _group(self, kind: str) -> tuple[list[LeasedPrimitive], int]:
+        return (self.locks, 1) if kind == "lock" else (self.sems, self.permits)
+
+    def _won(self, kind: str, i: int) -> None:
+        items, limit = self._group(kind)
+        assert i not in self.held[kind]
+        self.held[kind].add(i)
+        assert len(self.held[kind]) <= limit  # never more holders than the model allows
+        token = items[i].fencing_token
+        assert token > self.top_token[kind]  # tokens strictly increase across acquisitions
+        self.top_token[kind] = token
+
+    kinds = st.sampled_from(["lock", "sem"])
+    which = st.integers(min_value=0, max_value=instances - 1)
+
+    @rule(kind=kinds, i=which)
+    def try_acquire(self, kind: str, i: int) -> None:
+        items, limit = self._group(kind)
+        if i in self.held[kind]:
+            return
+        won = self.run(items[i].acquire(blocking=False))
+        assert won == (len(self.held[kind]) < limit)
+        if won:
+            self._won(kind, i)
+
+    @rule(kind=kinds, i=which, steps=st.integers(min_value=0, max_value=12))
+    def cancelled_acquire(self, kind: str, i: int, steps: int) -> None:
+        items, _ = self._group(kind)
+        if i in self.held[kind]:
+            return
+
+        async def attempt() -> bool:
+            task = asyncio.create_task(items[i].acquire(timeout=0))
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            task.cancel()
+            try:
+                return await task
+            except asyncio.CancelledError:
+                return False
+
+        if self.run(attempt()):
+            self._won(kind, i)
+
+    @rule(kind=kinds, i=which)
+    def release(self, kind: str, i: int) -> None:
+        items, _ = self._group(kind)
+        if i not in self.held[kind]:
+            with pytest.raises(jsflow.NotHeldError):
+                self.run(items[i].release())
+            return
+        self.run(items[i].release())
+        self.held[kind].discard(i)
+
+    @invariant()
+    def server_matches_model(self) -> None:
+        lock_holder = self.run(self.locks[0].holder())  # type: ignore[attr-defined]
+        expected = [self.locks[i].owner for i in self.held["lock"]]
+        assert ([lock_holder.owner] if lock_holder else []) == expected
+        owners = self.run(self.sems[0].holders())  # type: ignore[attr-defined]
+        assert sorted(owners) == sorted(self.sems[i].owner for i in self.held["sem"])
+
+    def teardown(self) -> None:
+        for client in self.clients:
+            self.run(client.close())
+        self.loop.close()
+
+
+def test_lock_and_semaphore_follow_the_model(jsflow_server: EmbeddedServer) -> None:
+    # given the session server / when random acquire, cancel and release sequences run
+    # then holders never exceed the limit, the server agrees with the model, tokens increase
+    LeaseMachine.url = jsflow_server.url
+    state_test = LeaseMachine.TestCase
+    state_test.settings = settings(max_examples=15, stateful_step_count=20, deadline=None)
+    state_test().runTest()

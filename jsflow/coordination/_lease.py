@@ -128,6 +128,7 @@ async def try_create_lease(
     ``lost`` is the event the returned :class:`HeldLease` sets when it learns of its loss.
     """
     lease = Lease(owner=owner, ttl_seconds=ttl, acquired_at=time.time())
+    sent = time.monotonic()  # the server's ttl runs from (after) here, not from the reply
     try:
         entry = await store.create(key, lease, ttl=ttl)
     except KeyExistsError:
@@ -137,7 +138,7 @@ async def try_create_lease(
         await _undo_create(store, key, lease, ttl)
         raise
     lease.fencing_token = entry.revision
-    return HeldLease(store, key, lease, entry.revision, ttl, lost=lost)
+    return HeldLease(store, key, lease, entry.revision, ttl, lost=lost, written_at=sent)
 
 
 async def _undo_create(store: ObjectStore[Lease], key: str, lease: Lease, ttl: float) -> None:
@@ -177,7 +178,9 @@ class HeldLease:
         ttl: float,
         *,
         lost: asyncio.Event | None = None,
+        written_at: float | None = None,
     ) -> None:
+        """``written_at``: ``time.monotonic()`` before the write that created the lease."""
         self.store = store
         self.key = key
         self.lease = lease
@@ -189,7 +192,8 @@ class HeldLease:
         self._io = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
-        self._renewed_at = time.monotonic()
+        # When the last successful write was *sent*: the lease surely lasts until then + ttl.
+        self._renewed_at = time.monotonic() if written_at is None else written_at
 
     @property
     def held(self) -> bool:
@@ -234,6 +238,7 @@ class HeldLease:
         async with self._io:
             if self.lost.is_set() or self._released:
                 raise LockLostError(f"lease {self.key!r} was already lost or released")
+            sent = time.monotonic()
             try:
                 entry = await self.store.compare_and_set(
                     self.key, self.lease, self.revision, ttl=self.ttl
@@ -241,7 +246,7 @@ class HeldLease:
             except ConflictError:
                 raise self._mark_lost("it expired or was taken over before renewal") from None
             self.revision = entry.revision
-            self._renewed_at = time.monotonic()
+            self._renewed_at = sent
 
     async def _renew_once(self) -> None:
         try:
@@ -253,6 +258,9 @@ class HeldLease:
             if time.monotonic() - self._renewed_at >= self.ttl:
                 self._mark_lost(f"could not renew within the ttl ({exc})")
                 return
+        except Exception as exc:  # a bug, not the server: stop, and say the lease is lost
+            self._mark_lost(f"renewal failed unexpectedly: {exc!r}")
+            return
         finally:
             self._task = None
         if not self._stopped:
