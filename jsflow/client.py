@@ -88,12 +88,12 @@ class Client:
 
         cache_key = (bucket, tp, id(codec))
         store = self._stores.get(cache_key)
-        if store is not None:
+        if store is not None and not store.closed:
             return store
         lock = self._store_locks.setdefault(bucket, asyncio.Lock())
         async with lock:
             store = self._stores.get(cache_key)
-            if store is None:
+            if store is None or store.closed:
                 store = await ObjectStore.open(
                     self,
                     bucket,

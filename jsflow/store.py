@@ -767,6 +767,8 @@ class ObjectStore(Generic[T]):
         wait on, then ``await listener.wait()``; close with ``listener.close()``.
         """
         self._check_key(key)
+        if self._closed:
+            raise JsflowError(f"store {self.bucket!r} is closed")
         hub = await self._ensure_hub()
         return hub.add(key)
 
@@ -788,6 +790,11 @@ class ObjectStore(Generic[T]):
         if op is Op.PUT:
             value = self._decode(key, _Raw(revision, msg.data))
         return Change(key, value, revision, op)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called; a closed store accepts no more work."""
+        return self._closed
 
     async def aclose(self) -> None:
         """Stop the shared watch and wait for in-flight combined updates."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 import jsflow
 
 
@@ -96,3 +98,22 @@ async def test_closing_a_watch_ends_an_iteration_in_progress(
     await watch.aclose()
     # then the iteration ends instead of waiting forever
     assert await asyncio.wait_for(consumer, 30) == []
+
+
+async def test_listen_on_a_closed_store_raises_instead_of_starting_a_watch(
+    jsflow_client: jsflow.Client, jsflow_bucket: str
+) -> None:
+    store = await jsflow_client.object_store(jsflow_bucket, int)
+    await store.aclose()
+    with pytest.raises(jsflow.JsflowError, match="closed"):
+        await store.listen("k")
+
+
+async def test_client_hands_out_a_fresh_store_after_one_was_closed(
+    jsflow_client: jsflow.Client, jsflow_bucket: str
+) -> None:
+    store = await jsflow_client.object_store(jsflow_bucket, int)
+    await store.aclose()
+    again = await jsflow_client.object_store(jsflow_bucket, int)
+    assert again is not store and not again.closed
+    assert (await again.update("k", lambda n: n + 1)).value == 1
