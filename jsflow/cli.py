@@ -22,13 +22,17 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsflow.errors import ConfigError, JsflowError
+from jsflow.errors import ConfigError, ConnectionFailedError, JsflowError
+
+if TYPE_CHECKING:
+    from jsflow.client import Client
 
 __all__ = ["main"]
 
 _DEFAULT_URL = "nats://127.0.0.1:4222"
+_CONNECT_ATTEMPTS = 3
 
 
 def _out(line: str) -> None:
@@ -36,20 +40,32 @@ def _out(line: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from jsflow.tasks.status import TaskStatus
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--url",
         default=argparse.SUPPRESS,
         help="NATS server URL (default: $JSFLOW_URL or nats://127.0.0.1:4222)",
     )
-    parser = argparse.ArgumentParser(prog="jsflow", description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=os.environ.get("JSFLOW_URL", _DEFAULT_URL))
+    parser = argparse.ArgumentParser(
+        prog="jsflow",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("JSFLOW_URL", _DEFAULT_URL),
+        help="NATS server URL (default: $JSFLOW_URL or nats://127.0.0.1:4222)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     worker = sub.add_parser("worker", parents=[common], help="run an app's task workers")
     worker.add_argument("app", help="MODULE:ATTR, an App or a (client) -> App factory")
-    worker.add_argument("--concurrency", type=int, default=10)
-    worker.add_argument("--ack-wait", type=float, default=30.0)
+    worker.add_argument("--concurrency", type=int, default=10, help="attempts at once (10)")
+    worker.add_argument(
+        "--ack-wait", type=float, default=30.0, help="seconds before a silent task is redelivered"
+    )
     worker.add_argument("--tasks", default=None, help="comma-separated task names to run")
 
     router = sub.add_parser("router", parents=[common], help="run an EventRouter from TOML")
@@ -58,8 +74,15 @@ def _parser() -> argparse.ArgumentParser:
     tasks = sub.add_parser("tasks", parents=[common], help="inspect and cancel tasks")
     tasks_sub = tasks.add_subparsers(dest="action", required=True)
     lst = tasks_sub.add_parser("list", parents=[common], help="list tasks")
-    lst.add_argument("--status", action="append", default=[], help="filter (repeatable)")
-    lst.add_argument("--name", default=None)
+    lst.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        type=str.upper,
+        choices=[s.value for s in TaskStatus],
+        help="only tasks with this status (repeatable)",
+    )
+    lst.add_argument("--name", default=None, help="only tasks of this task name")
     for action in ("show", "cancel"):
         p = tasks_sub.add_parser(action, parents=[common], help=f"{action} a task")
         p.add_argument("task_id")
@@ -111,16 +134,53 @@ async def _until_signalled(coro: Any) -> None:
         await task
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _quiet(exc: Exception) -> None:
+    """nats-py error callback of the CLI's first connection attempt: the failure is
+    reported once, by :func:`_connect`, instead of a log line per retry."""
+
+
+async def _connect(url: str, *, service: bool) -> Client:
+    """Connect to ``url``, failing within seconds with a clear error when nothing answers.
+
+    A ``service`` (worker, router) then connects again with the library's service
+    defaults, so that it rides out server restarts once it is up.
+    """
     from jsflow.client import connect
+
+    try:
+        probe = await connect(
+            url,
+            max_reconnect_attempts=_CONNECT_ATTEMPTS,
+            reconnect_time_wait=0.5,
+            connect_timeout=2.0,
+            allow_reconnect=not service,
+            error_cb=_quiet,
+        )
+    except ConnectionFailedError as exc:
+        raise ConnectionFailedError(
+            f"cannot connect to {url} ({exc}); start nats-server -js or pass --url / $JSFLOW_URL"
+        ) from exc
+    if not service:
+        return probe
+    await probe.close()
+    return await connect(url)
+
+
+async def _run(args: argparse.Namespace) -> int:
     from jsflow.tasks.backend import TaskBackend
+    from jsflow.tasks.errors import TaskNotFoundError
     from jsflow.tasks.status import TaskStatus
 
-    async with await connect(args.url) as client:
+    service = args.command in ("worker", "router")
+    async with await _connect(args.url, service=service) as client:
         if args.command == "worker":
             app = load_app(args.app, client)
             if inspect.isawaitable(app):
                 app = await app
+            from jsflow.tasks.app import App
+
+            if not isinstance(app, App):
+                raise ConfigError(f"{args.app!r} did not give an App, got {type(app).__name__}")
             names = args.tasks.split(",") if args.tasks else None
             worker = app.worker(args.concurrency, ack_wait=args.ack_wait, tasks=names)
             _out(f"worker {worker.id} running {', '.join(worker._names)}")
@@ -135,18 +195,14 @@ async def _run(args: argparse.Namespace) -> int:
             return 0
         backend = await TaskBackend.open(client)
         if args.command == "tasks" and args.action == "list":
-            try:
-                statuses = [TaskStatus(s.upper()) for s in args.status]
-            except ValueError as exc:
-                raise ConfigError(f"unknown status: {exc}") from exc
+            statuses = [TaskStatus(s) for s in args.status]
             for info in await backend.store.list(statuses=statuses, name=args.name):
                 _out(_row(info))
             return 0
         if args.command == "tasks" and args.action == "show":
             found = await backend.store.info(args.task_id)
             if found is None:
-                _out(f"task {args.task_id} not found")
-                return 1
+                raise TaskNotFoundError(args.task_id)
             data = asdict(found)
             data["status"] = found.status.value
             _out(json.dumps(data, indent=2))

@@ -132,3 +132,47 @@ async def test_killed_worker_task_is_retried_by_another_worker(
     async with app.worker(ack_wait=2):
         assert await handle.result(timeout=30) == 42
     assert (await handle.info()).attempt == 2
+
+
+async def test_cli_without_a_server_fails_with_one_clear_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # given a URL where no server listens
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"nats://127.0.0.1:{port}"
+    # when a command runs against it
+    for argv in (["tasks", "list"], ["worker", "nosuch:app"]):
+        code = await asyncio.to_thread(main, ["--url", url, *argv])
+        captured = capsys.readouterr()
+        # then it exits 1 with one line naming the URL and how to fix it, no retry log
+        assert code == 1
+        assert captured.err.count("\n") == 1, captured.err
+        assert f"cannot connect to {url}" in captured.err and "--url" in captured.err
+
+
+async def test_cli_rejects_bad_arguments_clearly(
+    jsflow_server: jsflow.EmbeddedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = jsflow_server.url
+    # an unknown status lists the valid ones
+    with pytest.raises(SystemExit) as exited:
+        main(["--url", url, "tasks", "list", "--status", "bogus"])
+    assert exited.value.code == 2 and "SUCCEEDED" in capsys.readouterr().err
+    # a lower-case status is fine
+    assert await asyncio.to_thread(main, ["--url", url, "tasks", "list", "--status", "dead"]) == 0
+    capsys.readouterr()
+    # an unknown task goes to stderr with the error's type
+    assert await asyncio.to_thread(main, ["--url", url, "tasks", "show", "nope"]) == 1
+    assert "TaskNotFoundError" in capsys.readouterr().err
+    # a bad MODULE:ATTR says what is wrong
+    for spec, words in (("nosuch", "MODULE:ATTR"), ("nosuch_mod_xyz:app", "No module")):
+        assert await asyncio.to_thread(main, ["--url", url, "worker", spec]) == 1
+        assert words in capsys.readouterr().err
+    # --help works and mentions the default URL
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0 and "JSFLOW_URL" in capsys.readouterr().out

@@ -81,6 +81,16 @@ def check_retention(retention: float | dt.timedelta | None) -> float | None:
     return float(seconds)
 
 
+def _awaits_request(state: task_pb2.TaskState) -> bool:
+    """Whether a stored task may still lack its request: released, pending, never started."""
+    return (
+        state.released
+        and state.attempt == 0
+        and not state.cancel_requested
+        and status_of(state) is TaskStatus.PENDING
+    )
+
+
 class TaskBackend:
     """Shared machinery of the tasks layer for one client.
 
@@ -160,13 +170,27 @@ class TaskBackend:
 
         A request (``task.requested.<name>.<id>``) is also the task's ``requested`` event. It
         carries the state just created and its revision, so a worker starts the task with one
-        compare-and-set and no read. Safe to repeat: an existing state is kept and a request
-        republished within the stream's duplicate window is dropped by the server
-        (``Nats-Msg-Id`` = task id).
+        compare-and-set and no read. Safe to repeat: an existing state is kept, and its request
+        is published again only while the stored task still waits for one (released, never
+        started: the first submit may have died before publishing); the server drops it
+        within the duplicate window (``Nats-Msg-Id`` = task id) and a worker acks a late
+        copy of a request for a task already started without running it. A task that waits
+        for dependencies, runs or has finished is never requested again by a resubmit.
         """
         revisions = await asyncio.gather(*(self.store.create(s) for s in states))
-        released = [(s, r) for s, r in zip(states, revisions, strict=True) if s.released]
-        await self.publish_requests([s for s, _ in released], revisions=[r for _, r in released])
+        existing = [s.id for s, r in zip(states, revisions, strict=True) if not r]
+        stored: dict[str, task_pb2.TaskState | None] = {}
+        if existing:  # a resubmit: read what is there (the first submit pays nothing)
+            found = await asyncio.gather(*map(self.store.get, existing))
+            stored = dict(zip(existing, found, strict=True))
+        publish: list[tuple[task_pb2.TaskState, int]] = []
+        for state, revision in zip(states, revisions, strict=True):
+            current = stored.get(state.id)
+            if revision and state.released:  # created now: the request carries the state
+                publish.append((state, revision))
+            elif not revision and current is not None and _awaits_request(current):
+                publish.append((current, 0))
+        await self.publish_requests([s for s, _ in publish], revisions=[r for _, r in publish])
 
     async def publish_requests(
         self,
@@ -362,7 +386,9 @@ class TaskBackend:
         await self.request([state])
 
         def add(dep: task_pb2.TaskState) -> None:
-            if state.id in dep.dependents:
+            # A finished dependency needs no registration (the _resolve below sees it), and
+            # writing it would replace the retention TTL its terminal write carries.
+            if state.id in dep.dependents or status_of(dep).terminal:
                 raise Declined
             dep.dependents.append(state.id)
 
@@ -436,7 +462,7 @@ class TaskBackend:
             await self.publish_requests([state])
 
             def release(s: task_pb2.TaskState) -> None:
-                if s.released:
+                if s.released or status_of(s).terminal:  # keep a terminal write's TTL
                     raise Declined
                 s.released = True
 

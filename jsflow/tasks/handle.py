@@ -92,6 +92,8 @@ class TaskHandle(Generic[R]):
                     raise RequestTimeoutError(f"task {self.id} did not finish in {timeout}s")
                 change = await listener.wait(remaining)
                 if change is not None:
+                    if change.value is None:  # deleted or purged while we waited
+                        raise TaskNotFoundError(self.id)
                     state = change.value
         finally:
             listener.close()

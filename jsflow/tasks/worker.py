@@ -144,6 +144,13 @@ class Worker:
         if self._started:
             return
         self._started = True
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()  # loops already started must not outlive a failed start
+            raise
+
+    async def _start(self) -> None:
         backend = self._backend = await self.app.backend()
         client = backend.client
         for name in self._names:
@@ -388,6 +395,14 @@ class Worker:
         if state.cancel_requested or status not in _RUNNABLE:
             await self._finish_cancelled(state, msg, attempt=None)
             return None
+        if meta.num_delivered == 1 and status is not TaskStatus.PENDING:
+            # A second request for a task another request already started (a resubmit
+            # after the duplicate window, a republished dependency release): that request
+            # owns the task until acked and is redelivered if its worker dies, so this
+            # copy must not start a concurrent attempt. Only a redelivery may take over.
+            _log.info("tasks.duplicate_request", task=fn.name, task_id=task_id, status=status.value)
+            await msg.ack()
+            return None
         if meta.num_delivered > fn.options.retries + 1 + _CRASH_ALLOWANCE:
             await self._finish(
                 state.id,
@@ -510,14 +525,23 @@ class Worker:
             )
             return
         assert self._backend is not None
+        entry = self._running.get(state.id)
+        cancelled = entry is not None and entry.cancel_requested
 
         def retry(s: task_pb2.TaskState) -> None:
+            nonlocal cancelled
             if status_of(s) is not TaskStatus.RUNNING or s.attempt != attempt:
+                raise Declined
+            if cancelled or s.cancel_requested:  # a cancelled task is not retried
+                cancelled = True
                 raise Declined
             set_status(s, TaskStatus.RETRYING)
             s.error_type, s.error_message = error_type, error_message
 
-        new = await self._backend.store.transition(state.id, retry)
+        new = None if cancelled else await self._backend.store.transition(state.id, retry)
+        if cancelled:
+            await self._finish_cancelled(state, msg, attempt=attempt)
+            return
         if new is None:
             return
         delay = fn.options.retry_delay(attempt)
