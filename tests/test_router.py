@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from nats.aio.msg import Msg
 from nats.js import api
+from nats.js.errors import NotFoundError
 
 import jsflow
+from jsflow.flow import headers as h
 from jsflow.tasks.app import App
 from jsflow.tasks.router import EventRouter
 from jsflow.tasks.streams import TASK_STREAM, request_subject
@@ -126,3 +130,140 @@ async def test_router_rules_load_from_toml(tmp_path: Path, jsflow_client: jsflow
     bad.write_text("[[rule]]\non = 3\n")
     with pytest.raises(jsflow.ConfigError):
         EventRouter.from_toml(jsflow_client, bad)
+
+
+class _FailingRouter(EventRouter):
+    """A router whose expansion always fails transiently (counting the attempts)."""
+
+    attempts = 0
+
+    async def expand(self, msg: Msg) -> list[str]:
+        self.attempts += 1
+        raise RuntimeError("downstream unavailable")
+
+
+async def _run_until(router: EventRouter, done: Callable[[], Awaitable[bool]]) -> None:
+    runner = asyncio.ensure_future(router.run())
+    try:
+        for _ in range(400):
+            if await done():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("condition not reached")
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+
+
+async def test_router_dead_letters_an_event_after_max_deliver_attempts(
+    jsflow_client: jsflow.Client,
+) -> None:
+    # given a router whose expansion keeps failing, with a dead letter captured by a stream
+    prefix, stream, dead = uniq("dl"), uniq("EVD"), uniq("dead")
+    js = jsflow_client.js
+    await js.add_stream(api.StreamConfig(name=stream, subjects=[f"{prefix}.>"]))
+    await js.add_stream(api.StreamConfig(name=uniq("DLQ"), subjects=[dead]))
+    router = _FailingRouter(
+        jsflow_client,
+        stream=stream,
+        durable=uniq("r"),
+        max_deliver=3,
+        backoff=[0.0],
+        dead_letter=dead,
+    )
+    router.on(f"{prefix}.updated").request(uniq("t"))
+    # when one event is published
+    await js.publish(
+        f"{prefix}.updated", b'{"device": 1}', headers={"Nats-Msg-Id": "ev-1", "X-Trace": "abc"}
+    )
+    dlq = await js.subscribe(dead)
+
+    async def dead_lettered() -> bool:
+        return router.stats.dead_lettered == 1
+
+    await _run_until(router, dead_lettered)
+    # then it was tried exactly max_deliver times, then published to the dead letter with its
+    # original body and headers plus the error headers, and terminated
+    assert router.attempts == 3
+    msg = await dlq.next_msg(timeout=5)
+    assert msg.data == b'{"device": 1}'
+    headers = msg.headers or {}
+    assert headers[h.ERROR_TYPE] == "RuntimeError"
+    assert headers[h.ERROR_MESSAGE] == "downstream unavailable"
+    assert headers[h.DELIVERY] == "3"
+    assert headers[h.FAILED_AT]
+    assert headers["X-Trace"] == "abc"
+    assert headers[h.ORIGINAL_MSG_ID] == "ev-1"
+    assert headers[h.ORIGINAL_SUBJECT] == f"{prefix}.updated"
+    info = await js.consumer_info(stream, router.durable)
+    assert info.num_pending == 0 and info.num_ack_pending == 0
+    # and the server-side consumer is bounded too
+    assert info.config.max_deliver is not None and 3 <= info.config.max_deliver < 100
+
+
+async def test_router_without_dead_letter_terminates_after_max_deliver(
+    jsflow_client: jsflow.Client,
+) -> None:
+    # given a failing router with no dead letter
+    prefix, stream = uniq("nodl"), uniq("EVN")
+    js = jsflow_client.js
+    await js.add_stream(api.StreamConfig(name=stream, subjects=[f"{prefix}.>"]))
+    router = _FailingRouter(
+        jsflow_client, stream=stream, durable=uniq("r"), max_deliver=2, backoff=[0.0]
+    )
+    router.on(f"{prefix}.updated").request(uniq("t"))
+    # when an event is published
+    await js.publish(f"{prefix}.updated", b"{}")
+
+    async def settled() -> bool:
+        try:
+            info = await js.consumer_info(stream, router.durable)
+        except NotFoundError:  # the router creates it on start
+            return False
+        return router.stats.dead_lettered == 1 and info.num_ack_pending == 0
+
+    await _run_until(router, settled)
+    # then it was tried max_deliver times and then dropped (terminated), not redelivered
+    assert router.attempts == 2
+    info = await js.consumer_info(stream, router.durable)
+    assert info.num_pending == 0 and info.num_redelivered == 0
+
+
+async def test_router_dead_letters_an_event_its_map_cannot_handle_at_once(
+    jsflow_client: jsflow.Client,
+) -> None:
+    # given a rule whose map fails on some events, and a dead letter
+    prefix, stream, dead = uniq("map"), uniq("EVM"), uniq("deadm")
+    js = jsflow_client.js
+    await js.add_stream(api.StreamConfig(name=stream, subjects=[f"{prefix}.>"]))
+    await js.add_stream(api.StreamConfig(name=uniq("DLQM"), subjects=[dead]))
+    router = EventRouter(
+        jsflow_client, stream=stream, durable=uniq("r"), max_deliver=5, dead_letter=dead
+    )
+    router.on(f"{prefix}.created").request(uniq("t"), map=lambda e: e["id"])
+    dlq = await js.subscribe(dead)
+    # when an event without the field is published
+    await js.publish(f"{prefix}.created", b'{"other": 1}')
+
+    async def dead_lettered() -> bool:
+        return router.stats.dead_lettered == 1
+
+    await _run_until(router, dead_lettered)
+    # then it goes to the dead letter on its first delivery, naming the map's failure
+    msg = await dlq.next_msg(timeout=5)
+    headers = msg.headers or {}
+    assert headers[h.ERROR_TYPE] == "CodecError"
+    assert "KeyError" in headers[h.ERROR_MESSAGE]
+    assert headers[h.DELIVERY] == "1"
+
+
+async def test_router_rejects_unbounded_or_bad_redelivery_options(
+    jsflow_client: jsflow.Client,
+) -> None:
+    # when the options would not bound redelivery, then ConfigError before any I/O
+    for bad in ({"max_deliver": 0}, {"max_deliver": -1}, {"backoff": [-1.0]}):
+        with pytest.raises(jsflow.ConfigError):
+            EventRouter(jsflow_client, **bad)  # type: ignore[arg-type]
+    with pytest.raises(jsflow.JsflowError):
+        EventRouter(jsflow_client, dead_letter="dead.>")

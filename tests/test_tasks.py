@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -13,6 +14,7 @@ from jsflow.tasks.app import App
 from jsflow.tasks.context import current_task
 from jsflow.tasks.errors import TaskTimeoutError
 from jsflow.tasks.status import TaskStatus
+from jsflow.tasks.streams import DEFAULT_REQUEST_MAX_AGE, TASK_STREAM
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -236,3 +238,32 @@ async def test_an_idle_task_name_does_not_starve_a_busy_one(jsflow_client: jsflo
         # when the busy one gets several calls, then they all complete
         handles = [await busy.submit(i) for i in range(5)]
         assert await asyncio.gather(*(h.result(timeout=20) for h in handles)) == list(range(5))
+
+
+async def test_request_max_age_is_configurable_and_the_default_leaves_it_alone(
+    jsflow_server: jsflow.EmbeddedServer,
+) -> None:
+    # given an app asking the task stream to keep requests for 30 days
+    async with await jsflow.connect(jsflow_server.url) as client:
+        await App(client, "t", request_max_age=dt.timedelta(days=30)).backend()
+        info = await client.js.stream_info(TASK_STREAM)
+        # then the stream's max age is 30 days
+        assert info.config.max_age == pytest.approx(30 * 24 * 3600.0)
+    try:
+        # when another app opens with the default
+        async with await jsflow.connect(jsflow_server.url) as client:
+            await App(client, "t").backend()
+            info = await client.js.stream_info(TASK_STREAM)
+            # then it leaves the existing setting alone
+            assert info.config.max_age == pytest.approx(30 * 24 * 3600.0)
+    finally:  # restore the default for the other tests
+        async with await jsflow.connect(jsflow_server.url) as client:
+            await App(client, "t", request_max_age=DEFAULT_REQUEST_MAX_AGE).backend()
+            info = await client.js.stream_info(TASK_STREAM)
+            assert info.config.max_age == pytest.approx(7 * 24 * 3600.0)
+
+
+async def test_request_max_age_must_be_a_positive_duration() -> None:
+    for bad in (0, -5, float("inf"), float("nan"), "7d"):
+        with pytest.raises(jsflow.ConfigError):
+            App(None, "t", request_max_age=bad)  # type: ignore[arg-type]

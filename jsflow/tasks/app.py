@@ -22,7 +22,7 @@ from jsflow.tasks.backend import (
 )
 from jsflow.tasks.handle import TaskHandle
 from jsflow.tasks.payload import CallCodec
-from jsflow.tasks.streams import validate_name
+from jsflow.tasks.streams import check_max_age, validate_name
 
 if TYPE_CHECKING:
     from jsflow.client import Client
@@ -111,6 +111,10 @@ class TaskFunction(Generic[P, R]):
     ) -> TaskHandle[R]:
         """Queue a call; returns its :class:`TaskHandle` once the request is durable.
 
+        The request waits for a worker at most the app's ``request_max_age`` (7 days by
+        default): the server deletes older requests, and such a task never runs (it stays
+        ``PENDING``).
+
         With ``depends_on``, the task starts only after every dependency succeeded and is
         cancelled (naming the cause) when one did not.
         """
@@ -174,6 +178,16 @@ class App:
     ``timedelta``, at least 1 s; default 24 h; ``None`` keeps them forever) is how long a
     finished task's state and artifacts stay: the server expires them (per-key TTL set by
     the write that finishes the task), so the task bucket does not grow without bound.
+
+    ``request_max_age`` (seconds or a ``timedelta``, at least 1 s) is how long the
+    ``JSFLOW_TASKS`` stream keeps task requests and events; the default, ``None``, creates
+    the stream with 7 days and leaves an existing stream's setting alone, while a value is
+    applied to the stream (created or existing; the first app opened on a client decides).
+    The server deletes a request older than that: a task whose request no worker consumed
+    in time (no worker running for that long, or a backlog that old) never runs; its state
+    stays ``PENDING`` and ``result()`` waits until its timeout. A task already running when
+    its request expires still finishes, and is redelivered only while its request exists.
+    Finished tasks' events expire the same way (``events()`` then starts later).
     """
 
     def __init__(
@@ -183,6 +197,7 @@ class App:
         *,
         artifact_threshold: int = DEFAULT_ARTIFACT_THRESHOLD,
         retention: float | dt.timedelta | None = DEFAULT_RETENTION,
+        request_max_age: float | dt.timedelta | None = None,
     ) -> None:
         validate_name(name, "app name")
         if artifact_threshold < 1:
@@ -191,6 +206,9 @@ class App:
         self.name = name
         self.artifact_threshold = artifact_threshold
         self.retention = check_retention(retention)
+        if isinstance(request_max_age, dt.timedelta):
+            request_max_age = request_max_age.total_seconds()
+        self.request_max_age = check_max_age(request_max_age)
         self.tasks: dict[str, TaskFunction[Any, Any]] = {}
         self._backend: TaskBackend | None = None
         self._backend_lock = asyncio.Lock()
@@ -253,6 +271,7 @@ class App:
                     self.client,
                     artifact_threshold=self.artifact_threshold,
                     retention=self.retention,
+                    request_max_age=self.request_max_age,
                 )
         return self._backend
 

@@ -121,10 +121,15 @@ class TaskBackend:
         *,
         artifact_threshold: int = DEFAULT_ARTIFACT_THRESHOLD,
         retention: float | dt.timedelta | None = DEFAULT_RETENTION,
+        request_max_age: float | None = None,
     ) -> TaskBackend:
-        """Ensure the streams and the task-state bucket exist, and bind them."""
+        """Ensure the streams and the task-state bucket exist, and bind them.
+
+        ``request_max_age`` (seconds): see :func:`ensure_streams` (``None``: 7 days when
+        the task stream is created, an existing one left as it is).
+        """
         retention = check_retention(retention)
-        await ensure_streams(client)
+        await ensure_streams(client, max_age=request_max_age)
         store = await TaskStore.open(client)
         return cls(client, store, artifact_threshold=artifact_threshold, retention=retention)
 
@@ -273,7 +278,10 @@ class TaskBackend:
     async def cancel(self, task_id: str) -> bool:
         """Cancel a task: a pending one never starts, a running one is interrupted.
 
-        Returns ``False`` when the task had already finished.
+        A running task's worker learns of it from a core NATS signal and, should that be
+        lost, from the ``cancel_requested`` flag in the task's state (its shared watch).
+        Calling it again while the task still runs sends the signal again. Returns ``False``
+        when the task had already finished.
         """
 
         def cancel_now(state: task_pb2.TaskState) -> None:
@@ -300,14 +308,20 @@ class TaskBackend:
             current = await self.store.get(task_id)
             if current is None:
                 raise TaskNotFoundError(task_id)
-            return current.cancel_requested and not status_of(current).terminal
+            if not current.cancel_requested or status_of(current).terminal:
+                return False
+            await self._signal_cancel(task_id)  # asked again: the first signal may be lost
+            return True
         if status_of(new) is TaskStatus.CANCELLED:
             await self.finished(new)
         else:
-            subject = CANCEL_PREFIX + task_id
-            with map_nats_errors(subject=subject):
-                await self.client.nc.publish(subject, b"")
+            await self._signal_cancel(task_id)
         return True
+
+    async def _signal_cancel(self, task_id: str) -> None:
+        subject = CANCEL_PREFIX + task_id
+        with map_nats_errors(subject=subject):
+            await self.client.nc.publish(subject, b"")
 
     async def finished(self, state: task_pb2.TaskState) -> None:
         """Announce a task that reached a terminal status by a path other than a worker."""

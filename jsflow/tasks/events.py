@@ -120,7 +120,8 @@ class PendingPublish:
     async def wait(self) -> None:
         """Wait for the ack (:class:`RequestTimeoutError` after the client's timeout)."""
         with map_nats_errors(subject=self.subject):
-            await asyncio.wait_for(self._future, self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await self._future
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

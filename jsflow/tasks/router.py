@@ -7,6 +7,12 @@
 One event becomes its set of task requests in one atomic batch publish; each task id is a
 hash of the event's identity (its ``Nats-Msg-Id``, else stream and sequence) and the rule,
 so a redelivered event finds its tasks already there and publishes nothing new.
+
+Redelivery is bounded: an event whose expansion fails is nak'ed with ``backoff`` delays and,
+after ``max_deliver`` attempts (at once when it cannot be mapped), published to the
+``dead_letter`` subject with its original body and headers plus the error headers of the
+flow layer (``Jsflow-Error-Type``, ``Jsflow-Error-Message``, ``Jsflow-Delivery``,
+``Jsflow-Failed-At``), then terminated. Without a dead letter it is logged and terminated.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ import contextlib
 import hashlib
 import json
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +33,8 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import api
 
-from jsflow.errors import CodecError, ConfigError, map_nats_errors
+from jsflow.errors import CodecError, ConfigError, JsflowError, map_nats_errors
+from jsflow.flow import headers as h
 from jsflow.keys import validate_pattern
 from jsflow.observability import get_logger, tracer
 from jsflow.tasks.backend import TaskBackend, new_state
@@ -41,6 +49,9 @@ __all__ = ["EventRouter", "Rule"]
 _log = get_logger(__name__)
 _FETCH_BATCH = 32
 _FETCH_WAIT = 1.0
+# Deliveries the server still allows beyond ``max_deliver``, for a dead-letter publish that
+# failed (the event is nak'ed and tried again); past them the server stops redelivering.
+_DEAD_LETTER_MARGIN = 10
 
 
 @dataclass(slots=True)
@@ -89,6 +100,7 @@ class _Stats:
     events: int = 0
     requested: int = 0
     errors: int = 0
+    dead_lettered: int = 0
 
 
 class EventRouter:
@@ -96,6 +108,15 @@ class EventRouter:
 
     ``stream`` is created (capturing the rules' patterns) when it does not exist; ``durable``
     names the router's consumer, shared by every router replica.
+
+    An event whose expansion fails is nak'ed with the delay ``backoff[attempt-1]`` (the last
+    value repeats); its ``max_deliver``-th failure (or its first, when a rule's ``map`` cannot
+    handle it) publishes it to ``dead_letter`` with the original body and headers plus
+    ``Jsflow-Error-Type``, ``Jsflow-Error-Message``, ``Jsflow-Delivery`` and
+    ``Jsflow-Failed-At``, then terminates it; with ``dead_letter=None`` it is logged as an
+    error and terminated. The server-side consumer is bounded as well (``max_deliver`` plus
+    a margin for failed dead-letter publishes), so no event is ever redelivered forever.
+    The dead-letter subject must be captured by a stream.
     """
 
     def __init__(
@@ -105,15 +126,30 @@ class EventRouter:
         stream: str = "JSFLOW_EVENTS",
         durable: str = "jsflow_router",
         ack_wait: float = 30.0,
+        max_deliver: int = 5,
+        backoff: Sequence[float] = (1.0, 5.0, 30.0),
+        dead_letter: str | None = None,
     ) -> None:
         validate_name(stream, "stream name")
         validate_name(durable, "durable name")
         if not ack_wait >= 1.0:
             raise ConfigError(f"ack_wait must be >= 1 second, got {ack_wait}")
+        if isinstance(max_deliver, bool) or not isinstance(max_deliver, int) or max_deliver < 1:
+            raise ConfigError(f"max_deliver must be an int >= 1, got {max_deliver!r}")
+        delays = [float(b) for b in backoff]
+        if any(not (0 <= b < float("inf")) for b in delays):
+            raise ConfigError(f"backoff delays must be finite and >= 0, got {list(backoff)}")
+        if dead_letter is not None:
+            validate_pattern(dead_letter)
+            if "*" in dead_letter.split(".") or ">" in dead_letter.split("."):
+                raise ConfigError(f"dead_letter must be a subject, not a pattern: {dead_letter!r}")
         self.client = client
         self.stream = stream
         self.durable = durable
         self.ack_wait = ack_wait
+        self.max_deliver = max_deliver
+        self.backoff = delays
+        self.dead_letter = dead_letter
         self.rules: list[Rule] = []
         self.stats = _Stats()
         self._backend: TaskBackend | None = None
@@ -129,7 +165,8 @@ class EventRouter:
     def from_toml(cls, client: Client, path: str | PathLike[str], **options: Any) -> EventRouter:
         """A router whose rules come from a TOML file::
 
-        stream = "JSFLOW_EVENTS"      # optional
+        stream = "JSFLOW_EVENTS"      # optional, as are durable, max_deliver, backoff
+        dead_letter = "events.dead"   # and dead_letter
         [[rule]]
         on = "device.updated"
         request = ["recalculate_fields", "sync_external_systems"]
@@ -139,7 +176,7 @@ class EventRouter:
                 doc = tomllib.load(fh)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read router rules from {path}: {exc}") from exc
-        for key in ("stream", "durable"):
+        for key in ("stream", "durable", "max_deliver", "backoff", "dead_letter"):
             if key in doc and key not in options:
                 options[key] = doc[key]
         router = cls(client, **options)
@@ -235,7 +272,7 @@ class EventRouter:
                 ack_policy=api.AckPolicy.EXPLICIT,
                 deliver_policy=api.DeliverPolicy.ALL,
                 ack_wait=self.ack_wait,
-                max_deliver=-1,
+                max_deliver=self.max_deliver + _DEAD_LETTER_MARGIN,
                 filter_subjects=patterns if len(patterns) > 1 else None,
                 filter_subject=patterns[0] if len(patterns) == 1 else None,
             )
@@ -272,17 +309,87 @@ class EventRouter:
 
     async def _route(self, msg: Msg) -> None:
         self.stats.events += 1
+        delivery = int(msg.metadata.num_delivered or 1)
         try:
             ids = await self.expand(msg)
         except CodecError as exc:  # a map that cannot handle this event: never retry it
             self.stats.errors += 1
-            _log.warning("tasks.router_bad_event", subject=msg.subject, error=str(exc))
-            await msg.term()
+            await self._dead_letter(msg, exc, delivery)
             return
-        except Exception as exc:  # transient: redelivered after a short delay
+        except Exception as exc:  # transient: redelivered after its backoff, a bounded number
             self.stats.errors += 1
-            _log.warning("tasks.router_failed", subject=msg.subject, error=repr(exc))
-            await msg.nak(delay=1.0)
+            if delivery >= self.max_deliver:
+                await self._dead_letter(msg, exc, delivery)
+                return
+            delay = self._delay(delivery)
+            _log.warning(
+                "tasks.router_failed",
+                subject=msg.subject,
+                delivery=delivery,
+                delay=delay,
+                error=repr(exc),
+            )
+            await msg.nak(delay=delay or None)
             return
         self.stats.requested += len(ids)
         await msg.ack()
+
+    def _delay(self, delivery: int) -> float:
+        """The nak delay after failed attempt ``delivery`` (1-based; the last value repeats)."""
+        return self.backoff[min(delivery, len(self.backoff)) - 1] if self.backoff else 0.0
+
+    async def _dead_letter(self, msg: Msg, error: BaseException, delivery: int) -> None:
+        """Publish ``msg`` to the dead letter (original body and headers plus the error) and
+        terminate it; nak it instead when that publish fails (bounded by the server)."""
+        meta = msg.metadata
+        ident = f"{meta.stream}:{meta.sequence.stream}"
+        if self.dead_letter is None:
+            _log.error(
+                "tasks.router_dropped_without_dead_letter",
+                subject=msg.subject,
+                id=ident,
+                delivery=delivery,
+                error=repr(error),
+            )
+        else:
+            headers = dict(msg.headers or {})
+            if h.MSG_ID in headers:
+                headers[h.ORIGINAL_MSG_ID] = headers[h.MSG_ID]
+            headers.update(
+                {
+                    h.ERROR_TYPE: type(error).__name__,
+                    h.ERROR_MESSAGE: str(error)[:1000],
+                    h.DELIVERY: str(delivery),
+                    h.FAILED_AT: _now(),
+                    h.ORIGINAL_SUBJECT: msg.subject,
+                    h.MSG_ID: f"{ident}:{self.durable}:dead",
+                }
+            )
+            try:
+                with map_nats_errors(subject=self.dead_letter):
+                    await self.client.js.publish(self.dead_letter, msg.data, headers=headers)
+            except JsflowError as exc:
+                _log.error(
+                    "tasks.router_dead_letter_failed",
+                    subject=msg.subject,
+                    id=ident,
+                    dead_letter=self.dead_letter,
+                    error=repr(exc),
+                )
+                delay = self.backoff[-1] if self.backoff else 0.0
+                await msg.nak(delay=delay or None)
+                return
+            _log.warning(
+                "tasks.router_dead_lettered",
+                subject=msg.subject,
+                id=ident,
+                dead_letter=self.dead_letter,
+                delivery=delivery,
+                error=repr(error),
+            )
+        self.stats.dead_lettered += 1
+        await msg.term()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -22,12 +22,14 @@ import nats.js.errors
 from nats.js import api
 
 from jsflow.errors import ConfigError, map_nats_errors
+from jsflow.observability import get_logger
 
 if TYPE_CHECKING:
     from jsflow.client import Client
 
 __all__ = [
     "CANCEL_PREFIX",
+    "DEFAULT_REQUEST_MAX_AGE",
     "STATE_BUCKET",
     "TASK_STREAM",
     "ensure_streams",
@@ -44,6 +46,9 @@ STATE_BUCKET = "jsflow_tasks"
 ARTIFACT_BUCKET = "jsflow_artifacts"
 CANCEL_PREFIX = "jsflow.task_cancel."
 
+# How long the task stream keeps a message (requests, events, schedules) when it creates it.
+DEFAULT_REQUEST_MAX_AGE = 7 * 24 * 3600.0
+
 H_TASK_ID = "Jsflow-Task-Id"
 H_TASK_NAME = "Jsflow-Task-Name"
 H_EVENT = "Jsflow-Event"
@@ -53,6 +58,7 @@ H_SCHEDULE_ID = "Jsflow-Schedule-Id"
 H_STATE_REVISION = "Jsflow-State-Revision"
 H_MSG_ID = "Nats-Msg-Id"
 
+_log = get_logger(__name__)
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 _ready: weakref.WeakKeyDictionary[Client, asyncio.Future[None]] = weakref.WeakKeyDictionary()
 
@@ -93,41 +99,62 @@ def schedule_subject(name: str, schedule_id: str) -> str:
     return f"task.schedule.{name}.{schedule_id}"
 
 
-async def _create(client: Client) -> None:
+def check_max_age(max_age: float | None) -> float | None:
+    """``max_age`` in seconds (a positive finite number, or ``None``: keep as configured)."""
+    if max_age is None:
+        return None
+    if (
+        isinstance(max_age, bool)
+        or not isinstance(max_age, int | float)
+        or not (1.0 <= max_age < float("inf"))
+    ):
+        raise ConfigError(f"request_max_age must be at least 1 second, got {max_age!r}")
+    return float(max_age)
+
+
+async def _create(client: Client, max_age: float | None) -> None:
     js = client.js
-    configs = [
-        api.StreamConfig(
-            name=TASK_STREAM,
-            subjects=["task.>"],
-            storage=api.StorageType.FILE,
-            max_age=7 * 24 * 3600.0,
-            duplicate_window=120.0,
-            allow_atomic=True,
-            allow_msg_schedules=True,
-        ),
-    ]
-    for config in configs:
-        with map_nats_errors(subject=config.name):
-            try:
-                await js.stream_info(str(config.name))
-                continue
-            except nats.js.errors.NotFoundError:
-                pass
+    config = api.StreamConfig(
+        name=TASK_STREAM,
+        subjects=["task.>"],
+        storage=api.StorageType.FILE,
+        max_age=DEFAULT_REQUEST_MAX_AGE if max_age is None else max_age,
+        duplicate_window=120.0,
+        allow_atomic=True,
+        allow_msg_schedules=True,
+    )
+    with map_nats_errors(subject=TASK_STREAM):
+        try:
+            info = await js.stream_info(TASK_STREAM)
+        except nats.js.errors.NotFoundError:
             try:
                 await js.add_stream(config)
             except nats.js.errors.BadRequestError as exc:
                 if exc.err_code != 10058:  # created concurrently
                     raise
+            return
+        current = info.config.max_age
+        if max_age is not None and (current is None or abs(current - max_age) > 1e-3):
+            # Asked for explicitly: apply it to the existing stream (the rest stays as is).
+            info.config.max_age = max_age
+            await js.update_stream(info.config)
+            _log.info("tasks.stream_max_age_updated", stream=TASK_STREAM, max_age=max_age)
 
 
-async def ensure_streams(client: Client) -> None:
-    """Create the tasks layer's streams once per client (idempotent, concurrency-safe)."""
+async def ensure_streams(client: Client, *, max_age: float | None = None) -> None:
+    """Create the tasks layer's streams once per client (idempotent, concurrency-safe).
+
+    ``max_age`` (seconds) is how long the task stream keeps requests and events: the
+    default, ``None``, creates it with 7 days and leaves an existing stream as it is; a
+    number is set on the stream, created or existing (the first call per client decides).
+    """
+    max_age = check_max_age(max_age)
     future = _ready.get(client)
     if future is None or (future.done() and future.exception() is not None):
         future = asyncio.get_running_loop().create_future()
         _ready[client] = future
         try:
-            await _create(client)
+            await _create(client, max_age)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved

@@ -4,6 +4,11 @@ Every status change is a compare-and-set on the task's state, conditioned on the
 number this worker started, so two workers can never both complete one task. Messages are
 acked only after the outcome is recorded (at-least-once); a worker killed mid-task stops
 sending in-progress heartbeats and the server redelivers the request after ``ack_wait``.
+
+A cancel reaches a running attempt two ways: the canceller's core NATS signal (fast), and
+the ``cancel_requested`` flag in the task's state, which an attempt running longer than a
+second learns through the task store's one shared watch (``ObjectStore.listen``: a listener
+per such attempt, no server consumer of its own), so a missed signal still cancels it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from nats.js import api
 from jsflow._proto import task_pb2
 from jsflow.errors import CodecError, ConfigError, JsflowError, map_nats_errors
 from jsflow.observability import get_logger, tracer
+from jsflow.store import KeyListener
 from jsflow.tasks.backend import TaskBackend, new_state
 from jsflow.tasks.context import TaskContext, _current
 from jsflow.tasks.errors import TaskTimeoutError
@@ -53,6 +59,9 @@ _MAX_BATCH = 64
 _FETCH_WAIT = 1.0
 _BATCH_WAIT = 0.05
 _CRASH_ALLOWANCE = 3  # deliveries beyond retries+1 (crashed workers) before a task is DEAD
+# An attempt that runs this long also watches its state for a cancel flag (a lost signal):
+# shorter ones end before a missed cancel matters, and cost the shared watch nothing.
+_LISTEN_AFTER = 1.0
 _RUNNABLE = (TaskStatus.PENDING, TaskStatus.RETRYING, TaskStatus.RUNNING)
 
 
@@ -90,6 +99,13 @@ class _Running:
     pending: list[PendingPublish] = field(default_factory=list)  # events awaiting their ack
     args: bytes | None = None  # arguments fetched from an artifact
     written: tuple[task_pb2.TaskState, int] | None = None  # the start this worker wrote
+    listener: KeyListener[task_pb2.TaskState] | None = None  # the state's changes
+
+    def request_cancel(self) -> None:
+        """Mark the attempt cancelled and interrupt its coroutine if it runs already."""
+        self.cancel_requested = True
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
 
 
 def durable_name(task_name: str) -> str:
@@ -303,9 +319,7 @@ class Worker:
     async def _on_cancel(self, msg: Msg) -> None:
         entry = self._running.get(msg.subject[len(CANCEL_PREFIX) :])
         if entry is not None:
-            entry.cancel_requested = True
-            if entry.task is not None:
-                entry.task.cancel()
+            entry.request_cancel()
 
     # -- one request -----------------------------------------------------------------------
 
@@ -336,7 +350,10 @@ class Worker:
                 span.set_attribute("jsflow.attempt", started.attempt)
                 await self._execute(fn, started, msg, entry)
         finally:
-            self._running.pop(task_id, None)
+            if self._running.get(task_id) is entry:
+                del self._running[task_id]
+            if entry.listener is not None:
+                entry.listener.close()
 
     def _mark_started(self, state: task_pb2.TaskState) -> None:
         state.attempt += 1
@@ -443,7 +460,7 @@ class Worker:
                 state.id, msg, TaskStatus.DEAD, attempt, "CodecError", error_message=str(exc)
             )
             return
-        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(msg))
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(msg, entry, state.id))
         ctx = TaskContext(backend.client, state.id, state.name, attempt)
         try:
             limiter = self._limiters.get(fn.name)
@@ -506,11 +523,57 @@ class Worker:
                 ) from exc
             raise
 
-    async def _heartbeat(self, msg: Msg) -> None:
+    async def _heartbeat(self, msg: Msg, entry: _Running, task_id: str) -> None:
+        """Tell the server the attempt is alive every ``ack_wait / 3`` seconds; once it has
+        run ``_LISTEN_AFTER`` seconds, also cancel it when its state's ``cancel_requested``
+        flag shows up on the store's shared watch (a lost core cancel signal)."""
+        interval = self.ack_wait / 3
+        this = asyncio.current_task()
+        due = time.monotonic() + interval
+        listen_at = time.monotonic() + min(_LISTEN_AFTER, interval)
+        listener = None
         while True:
-            await asyncio.sleep(self.ack_wait / 3)
+            now = time.monotonic()
+            if listener is None and now >= listen_at:
+                listener = await self._listen(entry, task_id)
+                listen_at = float("inf") if listener is not None else now + interval
+                continue
+            remaining = min(due, listen_at) - now
+            if remaining > 0:
+                if listener is None:
+                    await asyncio.sleep(remaining)
+                    continue
+                change = await listener.wait(remaining)
+                if this is not None and this.cancelling():
+                    # wait_for (3.11) may return a change that raced our cancellation
+                    # instead of raising: honour the cancel, or this loop never ends.
+                    raise asyncio.CancelledError
+                if change is not None:
+                    if change.value is not None and change.value.cancel_requested:
+                        entry.request_cancel()
+                    continue
+                if time.monotonic() < due:
+                    continue
+            due = time.monotonic() + interval
             with contextlib.suppress(Exception):
                 await msg.in_progress()
+
+    async def _listen(
+        self, entry: _Running, task_id: str
+    ) -> KeyListener[task_pb2.TaskState] | None:
+        """Register the attempt's listener on the shared watch, then read the state once
+        (a flag written before the listener existed); ``None`` when that failed."""
+        assert self._backend is not None
+        store = self._backend.store
+        try:
+            entry.listener = await store.listen(task_id)
+            state = await store.get(task_id)
+        except JsflowError as exc:  # store closing, connection trouble: retried later
+            _log.warning("tasks.cancel_listen_failed", task_id=task_id, error=repr(exc))
+            return entry.listener
+        if state is not None and state.cancel_requested:
+            entry.request_cancel()
+        return entry.listener
 
     # -- outcomes --------------------------------------------------------------------------
 
