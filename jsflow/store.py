@@ -1100,10 +1100,10 @@ class KeyListener(Generic[T]):
     async def wait(self, timeout: float | None = None) -> Change[T] | None:
         """Wait for the next change of the key (the latest of several); ``None`` on timeout."""
         try:
-            if timeout is None:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives together with the event, leaving a waiter loop that never stops.
+            async with asyncio.timeout(timeout):
                 await self._event.wait()
-            else:
-                await asyncio.wait_for(self._event.wait(), timeout)
         except TimeoutError:
             return None
         self._event.clear()

@@ -309,7 +309,8 @@ async def _take(lock: asyncio.Lock, remaining: float | None) -> bool:
         await lock.acquire()
         return True
     try:
-        await asyncio.wait_for(lock.acquire(), max(remaining, 0.0))
+        async with asyncio.timeout(max(remaining, 0.0)):
+            await lock.acquire()
     except TimeoutError:
         return False
     return True

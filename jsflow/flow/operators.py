@@ -169,7 +169,8 @@ class Batch:
             return group.done
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(group.full.wait(), self.window)
+                async with asyncio.timeout(self.window):
+                    await group.full.wait()
         except asyncio.CancelledError:
             if self._open is group:
                 self._open = None
