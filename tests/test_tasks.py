@@ -8,13 +8,19 @@ import uuid
 from typing import Any
 
 import pytest
+from nats.js import api
 
 import jsflow
 from jsflow.tasks.app import App
 from jsflow.tasks.context import current_task
 from jsflow.tasks.errors import TaskTimeoutError
 from jsflow.tasks.status import TaskStatus
-from jsflow.tasks.streams import DEFAULT_REQUEST_MAX_AGE, TASK_STREAM
+from jsflow.tasks.streams import (
+    DEFAULT_REQUEST_MAX_AGE,
+    MAX_AGE_METADATA,
+    TASK_STREAM,
+    message_ttl,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -243,24 +249,52 @@ async def test_an_idle_task_name_does_not_starve_a_busy_one(jsflow_client: jsflo
 async def test_request_max_age_is_configurable_and_the_default_leaves_it_alone(
     jsflow_server: jsflow.EmbeddedServer,
 ) -> None:
+    def recorded(info: api.StreamInfo) -> float:
+        return float((info.config.metadata or {})[MAX_AGE_METADATA])
+
     # given an app asking the task stream to keep requests for 30 days
     async with await jsflow.connect(jsflow_server.url) as client:
         await App(client, "t", request_max_age=dt.timedelta(days=30)).backend()
         info = await client.js.stream_info(TASK_STREAM)
-        # then the stream's max age is 30 days
-        assert info.config.max_age == pytest.approx(30 * 24 * 3600.0)
+        # then the stream records 30 days, as the TTL of each message, not a stream max age
+        assert recorded(info) == pytest.approx(30 * 24 * 3600.0)
+        assert not info.config.max_age and info.config.allow_msg_ttl
+        assert await message_ttl(client) == f"{30 * 24 * 3600}s"
     try:
         # when another app opens with the default
         async with await jsflow.connect(jsflow_server.url) as client:
             await App(client, "t").backend()
             info = await client.js.stream_info(TASK_STREAM)
-            # then it leaves the existing setting alone
-            assert info.config.max_age == pytest.approx(30 * 24 * 3600.0)
+            # then it leaves the existing setting alone, and uses it
+            assert recorded(info) == pytest.approx(30 * 24 * 3600.0)
+            assert await message_ttl(client) == f"{30 * 24 * 3600}s"
     finally:  # restore the default for the other tests
         async with await jsflow.connect(jsflow_server.url) as client:
             await App(client, "t", request_max_age=DEFAULT_REQUEST_MAX_AGE).backend()
             info = await client.js.stream_info(TASK_STREAM)
-            assert info.config.max_age == pytest.approx(7 * 24 * 3600.0)
+            assert recorded(info) == pytest.approx(7 * 24 * 3600.0)
+
+
+async def test_requests_and_events_carry_the_request_max_age_as_ttl(
+    jsflow_client: jsflow.Client,
+) -> None:
+    # given an app and a worker
+    app = App(jsflow_client, "t")
+    name = f"ttl_{uuid.uuid4().hex[:8]}"
+
+    @app.task(name=name)
+    async def echo(x: int) -> int:
+        return x
+
+    async with app.worker():
+        # when a task runs to completion
+        handle = await echo.submit(1)
+        assert await handle.result(timeout=20) == 1
+    # then its request and its events expire with the request max age
+    ttl = await message_ttl(jsflow_client)
+    for kind in ("requested", "completed"):
+        msg = await jsflow_client.js.get_last_msg(TASK_STREAM, f"task.{kind}.{name}.{handle.id}")
+        assert (msg.headers or {}).get("Nats-TTL") == ttl
 
 
 async def test_request_max_age_must_be_a_positive_duration() -> None:

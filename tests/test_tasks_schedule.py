@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
+import nats.js.errors
 import pytest
+from nats.js import api
 
 import jsflow
 from jsflow.tasks.app import App
 from jsflow.tasks.context import current_task
 from jsflow.tasks.status import TaskStatus
+from jsflow.tasks.streams import MAX_AGE_METADATA, TASK_STREAM, message_ttl, schedule_subject
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -70,3 +75,86 @@ async def test_recurring_schedule_fires_each_tick_once(jsflow_client: jsflow.Cli
     # then each tick ran exactly once, and ticks stop after cancel
     assert len(runs) >= 2 and set(runs.values()) == {1}
     assert len(runs) == seen
+
+
+async def _gone(client: jsflow.Client, subject: str) -> bool:
+    try:
+        await client.js.get_last_msg(TASK_STREAM, subject)
+    except nats.js.errors.NotFoundError:
+        return True
+    return False
+
+
+async def _until(predicate: Callable[[], Awaitable[bool]], what: str) -> None:
+    for _ in range(300):
+        if await predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_schedules_outlive_the_request_max_age_while_requests_expire() -> None:
+    # given a server of its own (the max age applies to the whole task stream) and an app
+    # whose requests and events live 2 s
+    async with jsflow.EmbeddedServer() as server, await jsflow.connect(server.url) as client:
+        app = App(client, "ttl", request_max_age=2)
+        runs: list[str] = []
+
+        @app.task(name="beat")
+        async def beat() -> None:
+            runs.append(current_task().id)
+
+        @app.task(name="later")
+        async def later(x: int) -> int:
+            return x
+
+        @app.task(name="idle")
+        async def idle() -> None:  # no worker serves it
+            return None
+
+        schedule = await beat.schedule("s", "@every 1s")
+        at = await later.submit_at(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=4), 7)
+        stale = await idle.submit()
+        async with app.worker(tasks=["beat", "later"]):
+            await _until(lambda: _ran(runs, 1), "a first tick")
+            first = runs[0]
+            # when the max age has passed for an unconsumed request and an old event
+            await _until(
+                lambda: _gone(client, f"task.requested.idle.{stale.id}"), "the request expires"
+            )
+            await _until(lambda: _gone(client, f"task.completed.beat.{first}"), "the event expires")
+            # then the recurring schedule is still there and keeps firing
+            assert not await _gone(client, schedule.subject)
+            seen = len(runs)
+            await _until(lambda: _ran(runs, seen + 2), "two more ticks")
+            # and the one-shot schedule, due after the max age, fired once and is gone
+            assert await at.result(timeout=30) == 7
+            assert await _gone(client, schedule_subject("later", at.id))
+            await schedule.cancel()
+        info = await client.js.stream_info(TASK_STREAM)
+        assert not info.config.max_age and info.config.allow_msg_ttl
+
+
+async def _ran(runs: list[str], n: int) -> bool:
+    return len(runs) >= n
+
+
+async def test_a_stream_with_a_max_age_is_migrated_keeping_that_age() -> None:
+    # given a task stream as an older jsflow created it, with a stream-wide max age
+    async with jsflow.EmbeddedServer() as server, await jsflow.connect(server.url) as client:
+        await client.js.add_stream(
+            api.StreamConfig(
+                name=TASK_STREAM,
+                subjects=["task.>"],
+                max_age=3600.0,
+                allow_atomic=True,
+                allow_msg_schedules=True,
+            )
+        )
+        # when an app with the default request max age opens it
+        await App(client, "m").backend()
+        # then the age moved from the stream to the messages
+        config = (await client.js.stream_info(TASK_STREAM)).config
+        assert not config.max_age and config.allow_msg_ttl
+        assert float((config.metadata or {})[MAX_AGE_METADATA]) == 3600.0
+        assert await message_ttl(client) == "3600s"

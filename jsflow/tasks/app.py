@@ -180,9 +180,11 @@ class App:
     the write that finishes the task), so the task bucket does not grow without bound.
 
     ``request_max_age`` (seconds or a ``timedelta``, at least 1 s) is how long the
-    ``JSFLOW_TASKS`` stream keeps task requests and events; the default, ``None``, creates
-    the stream with 7 days and leaves an existing stream's setting alone, while a value is
-    applied to the stream (created or existing; the first app opened on a client decides).
+    ``JSFLOW_TASKS`` stream keeps task requests and events (a per-message TTL; schedules
+    are not affected: a recurring one lives until cancelled, an ``@at`` one until it fired);
+    the default, ``None``, uses the value the stream records (7 days for a new stream),
+    while a value is recorded on the stream (created or existing; the first app opened on a
+    client decides) and applies to what is published from then on.
     The server deletes a request older than that: a task whose request no worker consumed
     in time (no worker running for that long, or a backlog that old) never runs; its state
     stays ``PENDING`` and ``result()`` waits until its timeout. A task already running when

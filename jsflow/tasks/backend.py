@@ -35,7 +35,9 @@ from jsflow.tasks.streams import (
     H_MSG_ID,
     H_STATE_REVISION,
     H_TASK_ID,
+    H_TTL,
     ensure_streams,
+    message_ttl,
     request_subject,
 )
 
@@ -125,8 +127,8 @@ class TaskBackend:
     ) -> TaskBackend:
         """Ensure the streams and the task-state bucket exist, and bind them.
 
-        ``request_max_age`` (seconds): see :func:`ensure_streams` (``None``: 7 days when
-        the task stream is created, an existing one left as it is).
+        ``request_max_age`` (seconds): see :func:`ensure_streams` (``None``: what the task
+        stream records, 7 days for a new one).
         """
         retention = check_retention(retention)
         await ensure_streams(client, max_age=request_max_age)
@@ -205,15 +207,18 @@ class TaskBackend:
         revisions: Sequence[int] | None = None,
     ) -> None:
         """Publish ``task.requested.<name>.<id>`` for each state; several go as one atomic
-        batch. ``revisions`` (0: unknown) are those of the states as they are in the store."""
+        batch. ``revisions`` (0: unknown) are those of the states as they are in the store.
+        Each carries the request max age as its TTL (``Nats-TTL``)."""
         if not states:
             return
+        ttl = await message_ttl(self.client)
         ids = list(msg_ids) if msg_ids is not None else [s.id for s in states]
         revs = list(revisions) if revisions is not None else [0] * len(states)
-        messages = [
-            self.request_message(state, msg_id, rev)
-            for state, msg_id, rev in zip(states, ids, revs, strict=True)
-        ]
+        messages = []
+        for state, msg_id, rev in zip(states, ids, revs, strict=True):
+            subject, body, headers = self.request_message(state, msg_id, rev)
+            headers[H_TTL] = ttl
+            messages.append((subject, body, headers))
         if len(messages) == 1:
             await self._publish_one(*messages[0])
             return
@@ -229,7 +234,8 @@ class TaskBackend:
         state: task_pb2.TaskState, msg_id: str, revision: int
     ) -> tuple[str, bytes, dict[str, str]]:
         """Subject, body and headers of a request: with a known revision the body is the
-        whole state, else (as from other producers) the encoded arguments."""
+        whole state, else (as from other producers) the encoded arguments. The headers do
+        not include the TTL (a schedule that fires the request must not carry one)."""
         headers = {H_TASK_ID: state.id, H_MSG_ID: msg_id}
         if revision:
             headers[H_STATE_REVISION] = str(revision)

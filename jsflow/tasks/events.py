@@ -19,8 +19,10 @@ from jsflow.tasks.streams import (
     H_EVENT,
     H_TASK_ID,
     H_TASK_NAME,
+    H_TTL,
     TASK_STREAM,
     event_subject,
+    message_ttl,
     task_filter,
 )
 
@@ -151,14 +153,16 @@ async def wait_all(pending: list[PendingPublish]) -> None:
                 raise result
 
 
-def _event_message(event: TaskEvent) -> tuple[str, bytes, dict[str, str]]:
-    headers = {H_TASK_ID: event.task_id, H_TASK_NAME: event.name, H_EVENT: event.kind}
+def _event_message(event: TaskEvent, ttl: str) -> tuple[str, bytes, dict[str, str]]:
+    headers = {H_TASK_ID: event.task_id, H_TASK_NAME: event.name, H_EVENT: event.kind, H_TTL: ttl}
     return event_subject(event.kind, event.name, event.task_id), event.to_bytes(), headers
 
 
 async def start_event(client: Client, event: TaskEvent) -> PendingPublish:
-    """Publish ``event`` on ``task.<kind>.<name>.<id>`` without waiting for the ack."""
-    subject, data, headers = _event_message(event)
+    """Publish ``event`` on ``task.<kind>.<name>.<id>`` without waiting for the ack.
+
+    It expires after the request max age (``Nats-TTL``, see :func:`ensure_streams`)."""
+    subject, data, headers = _event_message(event, await message_ttl(client))
     return await publish_async(client, subject, data, headers)
 
 

@@ -4,6 +4,10 @@ A schedule is a message on ``task.schedule.<name>.<id>`` carrying ``Nats-Schedul
 (``@at <RFC 3339>``, a cron expression or ``@every <duration>``) and
 ``Nats-Schedule-Target: task.requested.<name>``; the server publishes the body to the target
 when due, once per tick, so it fires once however many workers run.
+
+A schedule message has no TTL (the task stream has no stream-wide max age either), so a
+recurring schedule lives until cancelled and an ``@at`` one until it fired (the server then
+removes it); the requests it fires expire after the request max age (``Nats-Schedule-TTL``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from jsflow.tasks.backend import TaskBackend, new_state
 from jsflow.tasks.handle import TaskHandle
 from jsflow.tasks.streams import (
     H_SCHEDULE_ID,
+    H_SCHEDULE_TTL,
+    H_TTL,
     TASK_STREAM,
+    message_ttl,
     request_subject,
     schedule_subject,
     validate_name,
@@ -78,7 +85,14 @@ async def _publish_schedule(
     target: str | None = None,
 ) -> None:
     subject = schedule_subject(task_name, schedule_id)
-    hdrs = {**headers, _SCHEDULE: spec, _TARGET: target or request_subject(task_name)}
+    hdrs = {
+        **headers,
+        _SCHEDULE: spec,
+        _TARGET: target or request_subject(task_name),
+        # The fired requests expire like any request; the schedule itself never does.
+        H_SCHEDULE_TTL: await message_ttl(backend.client),
+    }
+    hdrs.pop(H_TTL, None)
     with map_nats_errors(subject=subject):
         await backend.client.js.publish(subject, payload, headers=hdrs)
 

@@ -9,11 +9,23 @@ A request is also the task's ``requested`` event, and every event is published o
 task's events replay with the filter ``task.*.*.<id>`` on that stream (the server indexes
 subjects, so this reads only that task's messages), and a consumer of one kind of event
 filters ``task.<kind>.<name>.>`` (or ``task.<kind>.>``).
+
+Retention: the stream has no stream-wide ``max_age``, because a recurring schedule is a
+message of this stream and must live until it is cancelled (the server cannot target a
+subject of another stream). Instead every request and event carries a per-message TTL
+(``Nats-TTL``) of the configured request max age, which the stream records in its metadata
+(``jsflow.request_max_age``) so every process uses the same one; a schedule carries no TTL
+and gives the requests it fires that TTL (``Nats-Schedule-TTL``). A one-shot ``@at``
+schedule is removed by the server once it fired. A stream created by an older jsflow with a
+``max_age`` is migrated (no ``max_age``, that age as the TTL) when first opened.
+Producers outside jsflow that publish on ``task.requested.<name>`` should set ``Nats-TTL``
+too: a message without one is kept until it is purged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import weakref
 from typing import TYPE_CHECKING
@@ -34,6 +46,7 @@ __all__ = [
     "TASK_STREAM",
     "ensure_streams",
     "event_subject",
+    "message_ttl",
     "request_filters",
     "request_subject",
     "schedule_subject",
@@ -46,8 +59,11 @@ STATE_BUCKET = "jsflow_tasks"
 ARTIFACT_BUCKET = "jsflow_artifacts"
 CANCEL_PREFIX = "jsflow.task_cancel."
 
-# How long the task stream keeps a message (requests, events, schedules) when it creates it.
+# How long requests and events are kept (their per-message TTL) unless configured otherwise.
 DEFAULT_REQUEST_MAX_AGE = 7 * 24 * 3600.0
+# Stream metadata key recording the configured request max age (seconds, decimal).
+MAX_AGE_METADATA = "jsflow.request_max_age"
+_DUPLICATE_WINDOW = 120.0
 
 H_TASK_ID = "Jsflow-Task-Id"
 H_TASK_NAME = "Jsflow-Task-Name"
@@ -57,10 +73,13 @@ H_SCHEDULE_ID = "Jsflow-Schedule-Id"
 # On a request whose body is the task's TaskState as written at this KV revision.
 H_STATE_REVISION = "Jsflow-State-Revision"
 H_MSG_ID = "Nats-Msg-Id"
+H_TTL = "Nats-TTL"
+H_SCHEDULE_TTL = "Nats-Schedule-TTL"
 
 _log = get_logger(__name__)
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
-_ready: weakref.WeakKeyDictionary[Client, asyncio.Future[None]] = weakref.WeakKeyDictionary()
+# Per client: the stream setup, resolving to the ``Nats-TTL`` value of requests and events.
+_ready: weakref.WeakKeyDictionary[Client, asyncio.Future[str]] = weakref.WeakKeyDictionary()
 
 
 def validate_name(value: str, what: str = "task name") -> str:
@@ -112,16 +131,39 @@ def check_max_age(max_age: float | None) -> float | None:
     return float(max_age)
 
 
-async def _create(client: Client, max_age: float | None) -> None:
+def ttl_value(max_age: float) -> str:
+    """``max_age`` seconds as a ``Nats-TTL`` header value (whole seconds, rounded up)."""
+    return f"{max(1, math.ceil(max_age))}s"
+
+
+def _recorded_max_age(config: api.StreamConfig) -> float | None:
+    """The request max age an existing stream records: its metadata, else (a stream made
+    by an older jsflow) its stream-wide ``max_age``."""
+    raw = (config.metadata or {}).get(MAX_AGE_METADATA)
+    if raw is not None:
+        try:
+            return check_max_age(float(raw))
+        except (ValueError, ConfigError):
+            _log.warning("tasks.stream_metadata_invalid", stream=TASK_STREAM, value=raw)
+    if config.max_age:
+        return float(config.max_age)
+    return None
+
+
+async def _create(client: Client, max_age: float | None) -> float:
+    """Create or migrate the task stream; returns the request max age in force."""
     js = client.js
+    wanted = DEFAULT_REQUEST_MAX_AGE if max_age is None else max_age
     config = api.StreamConfig(
         name=TASK_STREAM,
         subjects=["task.>"],
         storage=api.StorageType.FILE,
-        max_age=DEFAULT_REQUEST_MAX_AGE if max_age is None else max_age,
-        duplicate_window=120.0,
+        max_age=0.0,  # per-message TTLs instead: a schedule must not age out
+        duplicate_window=_DUPLICATE_WINDOW,
         allow_atomic=True,
         allow_msg_schedules=True,
+        allow_msg_ttl=True,
+        metadata={MAX_AGE_METADATA: repr(wanted)},
     )
     with map_nats_errors(subject=TASK_STREAM):
         try:
@@ -129,24 +171,39 @@ async def _create(client: Client, max_age: float | None) -> None:
         except nats.js.errors.NotFoundError:
             try:
                 await js.add_stream(config)
+                return wanted
             except nats.js.errors.BadRequestError as exc:
                 if exc.err_code != 10058:  # created concurrently
                     raise
-            return
-        current = info.config.max_age
-        if max_age is not None and (current is None or abs(current - max_age) > 1e-3):
-            # Asked for explicitly: apply it to the existing stream (the rest stays as is).
-            info.config.max_age = max_age
-            await js.update_stream(info.config)
-            _log.info("tasks.stream_max_age_updated", stream=TASK_STREAM, max_age=max_age)
+            info = await js.stream_info(TASK_STREAM)
+        current = info.config
+        recorded = _recorded_max_age(current)
+        effective = max_age if max_age is not None else (recorded or DEFAULT_REQUEST_MAX_AGE)
+        legacy = bool(current.max_age) or not current.allow_msg_ttl
+        if legacy or recorded is None or abs(recorded - effective) > 1e-3:
+            # Explicitly asked for, or a stream without per-message TTLs: bring it to the
+            # current layout (the rest of its configuration stays as it is).
+            current.max_age = 0.0
+            current.allow_msg_ttl = True
+            current.metadata = {**(current.metadata or {}), MAX_AGE_METADATA: repr(effective)}
+            await js.update_stream(current)
+            _log.info(
+                "tasks.stream_updated",
+                stream=TASK_STREAM,
+                request_max_age=effective,
+                migrated=legacy,
+            )
+        return effective
 
 
-async def ensure_streams(client: Client, *, max_age: float | None = None) -> None:
+async def ensure_streams(client: Client, *, max_age: float | None = None) -> str:
     """Create the tasks layer's streams once per client (idempotent, concurrency-safe).
 
-    ``max_age`` (seconds) is how long the task stream keeps requests and events: the
-    default, ``None``, creates it with 7 days and leaves an existing stream as it is; a
-    number is set on the stream, created or existing (the first call per client decides).
+    ``max_age`` (seconds) is how long requests and events are kept (their per-message
+    TTL): the default, ``None``, uses what the stream records (7 days for a new stream); a
+    number is recorded on the stream, created or existing (the first call per client
+    decides). A stream of an older jsflow, with a stream-wide ``max_age``, is migrated.
+    Returns the ``Nats-TTL`` value this client gives requests and events.
     """
     max_age = check_max_age(max_age)
     future = _ready.get(client)
@@ -154,12 +211,21 @@ async def ensure_streams(client: Client, *, max_age: float | None = None) -> Non
         future = asyncio.get_running_loop().create_future()
         _ready[client] = future
         try:
-            await _create(client, max_age)
+            ttl = ttl_value(await _create(client, max_age))
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved
             _ready.pop(client, None)
             raise
-        future.set_result(None)
-        return
-    await asyncio.shield(future)
+        future.set_result(ttl)
+        return ttl
+    return await asyncio.shield(future)
+
+
+async def message_ttl(client: Client) -> str:
+    """The ``Nats-TTL`` value of requests and events published through ``client``
+    (sets the streams up on first use)."""
+    future = _ready.get(client)
+    if future is not None and future.done() and future.exception() is None:
+        return future.result()
+    return await ensure_streams(client)
