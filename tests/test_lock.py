@@ -241,10 +241,16 @@ async def test_thousand_waiters_cost_one_consumer(
             inside -= 1
 
     tasks = [asyncio.create_task(worker()) for _ in range(1000)]
-    await asyncio.sleep(0.5)
-    # then the bucket's stream has exactly one consumer (the store's shared watch)
-    info = await jsflow_client.js.stream_info(f"KV_{jsflow_bucket}")
-    assert info.state.consumer_count == 1
+    # then, once the waiters are waiting, the bucket's stream has exactly one consumer (the
+    # store's shared watch) however long we look
+    counts = []
+    for _ in range(100):  # bounded: up to ~10 s on a loaded machine
+        await asyncio.sleep(0.1)
+        info = await jsflow_client.js.stream_info(f"KV_{jsflow_bucket}")
+        counts.append(info.state.consumer_count)
+        if len(counts) >= 5 and counts[-5:] == [1] * 5:
+            break
+    assert counts[-5:] == [1] * 5 and max(counts) == 1, counts
     # when the holder releases, every waiter gets the lock in turn, one at a time
     await holder.release()
     await asyncio.wait_for(asyncio.gather(*tasks), 60)
