@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 _DEFAULT_URL = "nats://127.0.0.1:4222"
-_CONNECT_ATTEMPTS = 3
 
 
 def _out(line: str) -> None:
@@ -134,36 +133,14 @@ async def _until_signalled(coro: Any) -> None:
         await task
 
 
-async def _quiet(exc: Exception) -> None:
-    """nats-py error callback of the CLI's first connection attempt: the failure is
-    reported once, by :func:`_connect`, instead of a log line per retry."""
-
-
-async def _connect(url: str, *, service: bool) -> Client:
-    """Connect to ``url``, failing within seconds with a clear error when nothing answers.
-
-    A ``service`` (worker, router) then connects again with the library's service
-    defaults, so that it rides out server restarts once it is up.
-    """
+async def _connect(url: str) -> Client:
+    """Connect to ``url``; :func:`jsflow.connect` fails at once when nothing listens there."""
     from jsflow.client import connect
 
     try:
-        probe = await connect(
-            url,
-            max_reconnect_attempts=_CONNECT_ATTEMPTS,
-            reconnect_time_wait=0.5,
-            connect_timeout=2.0,
-            allow_reconnect=not service,
-            error_cb=_quiet,
-        )
+        return await connect(url)
     except ConnectionFailedError as exc:
-        raise ConnectionFailedError(
-            f"cannot connect to {url} ({exc}); start nats-server -js or pass --url / $JSFLOW_URL"
-        ) from exc
-    if not service:
-        return probe
-    await probe.close()
-    return await connect(url)
+        raise ConnectionFailedError(f"{exc}; pass --url or set $JSFLOW_URL") from exc
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -171,8 +148,7 @@ async def _run(args: argparse.Namespace) -> int:
     from jsflow.tasks.errors import TaskNotFoundError
     from jsflow.tasks.status import TaskStatus
 
-    service = args.command in ("worker", "router")
-    async with await _connect(args.url, service=service) as client:
+    async with await _connect(args.url) as client:
         if args.command == "worker":
             app = load_app(args.app, client)
             if inspect.isawaitable(app):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -214,6 +216,25 @@ async def _log_disconnected() -> None:
     _log.info("nats.disconnected")
 
 
+async def _reachable(servers: Sequence[str], timeout: float) -> bool:
+    """Whether any server accepts a TCP connection (nats-py would retry the first connect for
+    as long as its reconnect policy allows, minutes with service defaults)."""
+    for server in servers:
+        url = urlsplit(server if "://" in server else f"nats://{server}")
+        try:
+            async with asyncio.timeout(timeout):
+                _, writer = await asyncio.open_connection(
+                    url.hostname or "127.0.0.1", url.port or 4222
+                )
+        except (OSError, TimeoutError, ValueError):
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+    return False
+
+
 async def connect(
     url_or_urls: str | Sequence[str] = "nats://127.0.0.1:4222",
     *,
@@ -249,6 +270,11 @@ async def connect(
         "reconnected_cb": reconnected,
         **nats_options,
     }
+    if not await _reachable(servers, float(options.get("connect_timeout") or 2.0)):
+        raise ConnectionFailedError(
+            f"cannot connect to {', '.join(servers)}: nothing is listening there; start "
+            "nats-server -js (or jsflow.EmbeddedServer) or pass the URL of a running server"
+        )
     try:
         with map_nats_errors():
             nc = await nats.connect(servers=servers, **options)
