@@ -10,10 +10,7 @@ import asyncio
 from collections import Counter
 
 import jsflow
-from jsflow.flow.message import Message
-from jsflow.flow.operators import Batch, flat_map
-from jsflow.flow.pipeline import FlowHandler
-from jsflow.flow.source import StreamSource
+from jsflow import Batch, FlowHandler, Message, StreamSource, flat_map
 
 TEXT = [
     "the quick brown fox jumps over the lazy dog",

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsflow
-from jsflow.flow.message import Message
-from jsflow.flow.pipeline import FlowHandler
-from jsflow.flow.source import StreamSource
+from jsflow import FlowHandler, Message, StreamSource
 
 
 @dataclass

@@ -17,10 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsflow
-from jsflow.flow.message import Message
-from jsflow.flow.pipeline import FlowHandler
-from jsflow.flow.sink import StreamSink
-from jsflow.flow.source import StreamSource
+from jsflow import FlowHandler, Message, StreamSink, StreamSource
 
 PRICES = {"widget": 2.50, "gadget": 10.00, "gizmo": 7.25}
 
@@ -124,7 +121,7 @@ async def main(url: str | None) -> None:
             await msg.ack()
         snap = flow.metrics.snapshot()
         print(
-            f"done: processed={snap.processed} failed={snap.failed} "
+            f"done: processed={snap.processed} failed_attempts={snap.failed} "
             f"dead_lettered={snap.dead_lettered}"
         )
 

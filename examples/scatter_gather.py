@@ -12,10 +12,7 @@ import json
 from typing import Any
 
 import jsflow
-from jsflow.flow.message import Message
-from jsflow.flow.pipeline import FlowHandler
-from jsflow.flow.sink import StreamSink
-from jsflow.flow.source import StreamSource
+from jsflow import FlowHandler, Message, StreamSink, StreamSource
 
 DOCS = ["nats streams", "jetstream kv", "python asyncio", "nats kv watch", "stream consumers"]
 

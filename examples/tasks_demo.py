@@ -15,9 +15,7 @@ import contextlib
 import json
 
 import jsflow
-from jsflow.tasks.app import App
-from jsflow.tasks.context import current_task
-from jsflow.tasks.router import EventRouter
+from jsflow import App, EventRouter, current_task
 
 
 def build_app(client: jsflow.Client) -> App:

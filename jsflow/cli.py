@@ -49,9 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(
         prog="jsflow",
-        description=__doc__,
+        description=(__doc__ or "").replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"jsflow {_version()}")
     parser.add_argument(
         "--url",
         default=os.environ.get("JSFLOW_URL", _DEFAULT_URL),
@@ -201,6 +202,12 @@ async def _run(args: argparse.Namespace) -> int:
             replayed = await backend.replay(task_id)
             _out(f"{task_id} {'replayed' if replayed else 'not a dead letter'}")
         return 0
+
+
+def _version() -> str:
+    from jsflow import __version__
+
+    return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

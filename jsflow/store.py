@@ -161,6 +161,13 @@ def _ttl_header(ttl: float) -> str:
     return f"{max(1, round(ttl * 1000))}ms"
 
 
+def _same_kind(result: object, state: object) -> bool:
+    """Whether an update fn's return value can replace ``state`` (ints may replace floats)."""
+    if isinstance(result, type(state)):
+        return True
+    return isinstance(state, float) and isinstance(result, int) and not isinstance(result, bool)
+
+
 def _op_of(headers: dict[str, str] | None) -> Op:
     if not headers:
         return Op.PUT
@@ -641,6 +648,14 @@ class ObjectStore(Generic[T]):
                     if inspect.iscoroutine(result):
                         result.close()
                     raise ConfigError("update() fn must be a plain function, not async")
+                if result is not None and not _same_kind(result, candidate):
+                    raise CodecError(
+                        f"update() fn returned {type(result).__name__}; it must change its "
+                        f"argument in place and return None, or return a new "
+                        f"{type(candidate).__name__}",
+                        bucket=self.bucket,
+                        key=key,
+                    )
             except Exception as exc:
                 outcomes.append(exc)
                 continue

@@ -16,11 +16,11 @@ class Stock:
 
 async def test_object_store_sample(jsflow_client: jsflow.Client, jsflow_bucket: str) -> None:
     stock = await jsflow_client.object_store(jsflow_bucket, Stock)
-    entry = await stock.update("sku-42", lambda s: setattr(s, "on_hand", s.on_hand + 5))
+    entry = await stock.update("sku.42", lambda s: setattr(s, "on_hand", s.on_hand + 5))
     assert (entry.value.on_hand, entry.revision) == (5, entry.revision)
-    async with stock.watch("sku-42") as changes:
+    async with stock.watch("sku.*") as changes:
         change = await anext(changes)
-    assert (change.key, change.op, change.value) == ("sku-42", jsflow.Op.PUT, Stock(5))
+    assert (change.key, change.op, change.value) == ("sku.42", jsflow.Op.PUT, Stock(5))
 
 
 async def test_keys_sample() -> None:

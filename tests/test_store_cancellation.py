@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import pytest
 
@@ -117,3 +118,29 @@ async def test_client_hands_out_a_fresh_store_after_one_was_closed(
     again = await jsflow_client.object_store(jsflow_bucket, int)
     assert again is not store and not again.closed
     assert (await again.update("k", lambda n: n + 1)).value == 1
+
+
+async def test_an_update_fn_returning_the_wrong_type_fails_only_its_caller(
+    jsflow_client: jsflow.Client, jsflow_bucket: str
+) -> None:
+    @dataclass
+    class Box:
+        n: int = 0
+
+    store = await jsflow_client.object_store(jsflow_bucket, Box)
+
+    def bump(b: Box) -> None:
+        b.n += 1
+
+    # given three concurrent updates, the middle one returning an int instead of a Box
+    results = await asyncio.gather(
+        store.update("k", bump),
+        store.update("k", lambda b: b.n + 1),  # type: ignore[arg-type, return-value]
+        store.update("k", bump),
+        return_exceptions=True,
+    )
+    # then only that caller gets a CodecError that says what an update fn must return
+    assert isinstance(results[1], jsflow.CodecError) and "return None" in str(results[1])
+    assert [r.value.n for r in (results[0], results[2])] == [1, 2]  # type: ignore[union-attr]
+    got = await store.get("k")
+    assert got is not None and got.value.n == 2
