@@ -219,8 +219,12 @@ class ObjectStore(Generic[T]):
         retry: RetryPolicy,
         cache_size: int,
         max_value_size: int,
+        leader_reads: bool = False,
     ) -> None:
         self._client = client
+        # A replicated bucket's followers may answer direct gets from behind the leader; reads
+        # then go to the leader so a get after an acknowledged write always sees it.
+        self._direct_reads = not leader_reads
         self.bucket = bucket
         self.codec = codec
         self.retry = retry
@@ -267,7 +271,8 @@ class ObjectStore(Generic[T]):
         js = client.js
         with map_nats_errors(bucket=bucket):
             try:
-                await js.stream_info(f"KV_{bucket}")
+                info = await js.stream_info(f"KV_{bucket}")
+                replicas = int(info.config.num_replicas or 1)
             except nats.js.errors.NotFoundError:
                 config = api.KeyValueConfig(
                     bucket=bucket,
@@ -294,6 +299,7 @@ class ObjectStore(Generic[T]):
             retry=retry or RetryPolicy(),
             cache_size=cache_size,
             max_value_size=limit,
+            leader_reads=replicas > 1,
         )
 
     # -- low level -------------------------------------------------------------------------
@@ -346,7 +352,9 @@ class ObjectStore(Generic[T]):
         subject = self._prefix + key
         with map_nats_errors(bucket=self.bucket, key=key):
             try:
-                msg = await self._client.js.get_msg(self._stream, subject=subject, direct=True)
+                msg = await self._client.js.get_msg(
+                    self._stream, subject=subject, direct=self._direct_reads
+                )
             except nats.js.errors.NotFoundError:
                 raw = _Raw(0, None)
                 self._remember(key, raw)

@@ -119,3 +119,20 @@ async def test_no_acknowledged_update_lost_when_the_leader_dies(
     assert tally.acked > 70
     assert tally.acked <= final <= tally.attempted
     assert final >= tally.last_acked
+
+
+async def test_replicated_store_reads_its_own_writes_through_the_leader(
+    cluster: jsflow.LocalCluster,
+) -> None:
+    async with await jsflow.connect(cluster.urls, timeout=2.0) as client:
+        store = await _retry(lambda: client.object_store("ryw", int, replicas=3))
+        # given writes, a delete and a missing key on a replicated bucket
+        for i in range(20):
+            await store.put("k", i)
+            # then every get sees the acknowledged write at once, whichever server answers
+            got = await store.get("k")
+            assert got is not None and got.value == i
+        await store.delete("k")
+        assert await store.get("k") is None
+        assert await store.get("never-written") is None
+        assert (await store.create("k", 7)).value == 7
