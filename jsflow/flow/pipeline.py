@@ -7,16 +7,15 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 
-from jsflow.errors import ConfigError, JsflowError, RequestTimeoutError, map_nats_errors
-from jsflow.flow import headers as h
+from jsflow.errors import ConfigError, JsflowError, RequestTimeoutError
 from jsflow.flow._stages import Run, StageFailure, compile_stages, run_stages
 from jsflow.flow._streams import ensure_stream
+from jsflow.flow.dead_letter import publish_dead_letter
 from jsflow.flow.errors import FlowError
 from jsflow.flow.handler import Middleware, Stage, StageFn, as_stage_fn
 from jsflow.flow.message import Message
@@ -46,10 +45,6 @@ def _output_id_prefix(stream: str, sequence: int, durable: str) -> str:
     one flow share the durable, so their outputs dedupe as they should).
     """
     return f"{stream}:{sequence}:{durable}"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class FlowHandler:
@@ -583,23 +578,18 @@ class FlowHandler:
                 error=repr(error),
             )
         else:
-            headers = h.propagated(raw.headers)
-            if raw.headers and h.MSG_ID in raw.headers:
-                headers[h.ORIGINAL_MSG_ID] = raw.headers[h.MSG_ID]
-            headers.update(
-                {
-                    h.ERROR_TYPE: type(error).__name__,
-                    h.ERROR_MESSAGE: str(error)[:1000],
-                    h.STAGE: stage,
-                    h.DELIVERY: str(delivery),
-                    h.FAILED_AT: _now(),
-                    h.ORIGINAL_SUBJECT: raw.subject,
-                    h.MSG_ID: f"{_output_id_prefix(stream, seq, source.durable)}:dead",
-                }
-            )
             try:
-                with map_nats_errors(subject=self.dead_letter):
-                    await self.client.js.publish(self.dead_letter, raw.data, headers=headers)
+                await publish_dead_letter(
+                    self.client,
+                    self.dead_letter,
+                    data=raw.data,
+                    headers=raw.headers,
+                    subject=raw.subject,
+                    error=error,
+                    delivery=delivery,
+                    dedupe_id=f"{_output_id_prefix(stream, seq, source.durable)}:dead",
+                    stage=stage,
+                )
             except JsflowError as exc:
                 _log.error("flow.dead_letter_failed", flow=self.name, id=ident, error=repr(exc))
                 delay = self.backoff[-1] if self.backoff else 0.0

@@ -24,7 +24,6 @@ import json
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from jsflow.errors import CodecError, ConfigError, JsflowError, map_nats_errors
-from jsflow.flow import headers as h
+from jsflow.flow.dead_letter import publish_dead_letter
 from jsflow.keys import validate_pattern
 from jsflow.observability import get_logger, tracer
 from jsflow.tasks.backend import TaskBackend, new_state
@@ -352,22 +351,17 @@ class EventRouter:
                 error=repr(error),
             )
         else:
-            headers = dict(msg.headers or {})
-            if h.MSG_ID in headers:
-                headers[h.ORIGINAL_MSG_ID] = headers[h.MSG_ID]
-            headers.update(
-                {
-                    h.ERROR_TYPE: type(error).__name__,
-                    h.ERROR_MESSAGE: str(error)[:1000],
-                    h.DELIVERY: str(delivery),
-                    h.FAILED_AT: _now(),
-                    h.ORIGINAL_SUBJECT: msg.subject,
-                    h.MSG_ID: f"{ident}:{self.durable}:dead",
-                }
-            )
             try:
-                with map_nats_errors(subject=self.dead_letter):
-                    await self.client.js.publish(self.dead_letter, msg.data, headers=headers)
+                await publish_dead_letter(
+                    self.client,
+                    self.dead_letter,
+                    data=msg.data,
+                    headers=msg.headers,
+                    subject=msg.subject,
+                    error=error,
+                    delivery=delivery,
+                    dedupe_id=f"{ident}:{self.durable}:dead",
+                )
             except JsflowError as exc:
                 _log.error(
                     "tasks.router_dead_letter_failed",
@@ -389,7 +383,3 @@ class EventRouter:
             )
         self.stats.dead_lettered += 1
         await msg.term()
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
