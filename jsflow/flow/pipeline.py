@@ -14,7 +14,6 @@ from nats.aio.msg import Msg
 
 from jsflow.errors import ConfigError, JsflowError, RequestTimeoutError
 from jsflow.flow._stages import Run, StageFailure, compile_stages, run_stages
-from jsflow.flow._streams import ensure_stream
 from jsflow.flow.dead_letter import publish_dead_letter
 from jsflow.flow.errors import FlowError
 from jsflow.flow.handler import Middleware, Stage, StageFn, as_stage_fn
@@ -24,6 +23,7 @@ from jsflow.flow.operators import Batch
 from jsflow.flow.sink import Sink
 from jsflow.flow.source import StreamSource
 from jsflow.flow.state import MessageState, MessageStatus, StateRecorder
+from jsflow.flow.streams import ensure_stream
 from jsflow.observability import get_logger
 
 if TYPE_CHECKING:

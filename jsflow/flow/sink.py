@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_check
 from jsflow.codec import Codec, codec_for
 from jsflow.errors import CodecError, ConfigError, map_nats_errors
 from jsflow.flow import headers as h
-from jsflow.flow._streams import ensure_stream
 from jsflow.flow.message import Message
+from jsflow.flow.streams import ensure_stream
 
 if TYPE_CHECKING:
     from jsflow.client import Client

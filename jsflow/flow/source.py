@@ -22,8 +22,8 @@ from jsflow.errors import (
     map_nats_errors,
 )
 from jsflow.flow import headers as h
-from jsflow.flow._streams import ensure_stream
 from jsflow.flow.message import Message
+from jsflow.flow.streams import ensure_stream
 
 if TYPE_CHECKING:
     from jsflow.client import Client

@@ -34,6 +34,7 @@ from nats.js import api
 
 from jsflow.errors import CodecError, ConfigError, JsflowError, map_nats_errors
 from jsflow.flow.dead_letter import publish_dead_letter
+from jsflow.flow.streams import ensure_stream
 from jsflow.keys import validate_pattern
 from jsflow.observability import get_logger, tracer
 from jsflow.tasks.backend import TaskBackend, new_state
@@ -256,16 +257,8 @@ class EventRouter:
             raise ConfigError("the router has no rules: add some with router.on(...)")
         js = self.client.js
         patterns = list(dict.fromkeys(r.pattern for r in self.rules))
+        await ensure_stream(self.client, self.stream, patterns)
         with map_nats_errors(subject=self.stream):
-            try:
-                await js.stream_info(self.stream)
-            except nats.js.errors.NotFoundError:
-                with contextlib.suppress(nats.js.errors.BadRequestError):
-                    await js.add_stream(
-                        api.StreamConfig(
-                            name=self.stream, subjects=patterns, storage=api.StorageType.FILE
-                        )
-                    )
             config = api.ConsumerConfig(
                 durable_name=self.durable,
                 ack_policy=api.AckPolicy.EXPLICIT,

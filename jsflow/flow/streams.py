@@ -1,4 +1,4 @@
-"""Creating or binding a stream, shared by sources and sinks."""
+"""Creating or binding a stream: shared by sources, sinks and the layers above."""
 
 from __future__ import annotations
 
