@@ -9,11 +9,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-import nats
-from nats.aio.client import Client as NatsClient
-from nats.js import JetStreamContext
-
-from jsflow.errors import ConfigError, ConnectionFailedError, map_nats_errors
+from jsflow._js import JetStreamContext, NatsClient
+from jsflow._js.connection import open_connection
+from jsflow.errors import ConfigError, ConnectionFailedError
 from jsflow.observability import get_logger
 
 if TYPE_CHECKING:
@@ -276,8 +274,7 @@ async def connect(
             "nats-server -js (or jsflow.EmbeddedServer) or pass the URL of a running server"
         )
     try:
-        with map_nats_errors():
-            nc = await nats.connect(servers=servers, **options)
+        nc = await open_connection(servers, **options)
     except ConnectionFailedError:
         raise
     except OSError as exc:  # pragma: no cover - mapped above in practice

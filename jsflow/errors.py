@@ -1,26 +1,27 @@
 """One exception tree for everything jsflow raises.
 
 ``JsflowError`` is the root; families below it say what went wrong. Errors from nats-py are
-mapped into this tree at the boundary (:func:`map_nats_errors`), so callers never need to
-catch a transport library's exceptions.
+mapped into this tree at the one boundary to nats-py (``jsflow._js.errors.map_nats_errors``),
+so callers never need to catch a transport library's exceptions.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import nats.errors
-import nats.js.errors
 
 __all__ = [
     "BucketError",
     "CodecError",
+    "AuthorizationError",
     "ConfigError",
     "ConflictError",
+    "ConnectionClosedError",
     "ConnectionFailedError",
+    "ControlLineTooLongError",
     "InvalidKeyError",
+    "InvalidNameError",
+    "NotNatsServerError",
+    "TLSError",
     "JsflowError",
     "KeyExistsError",
     "LockLostError",
@@ -33,7 +34,6 @@ __all__ = [
     "TaskError",
     "TaskFailedError",
     "RequestTimeoutError",
-    "map_nats_errors",
 ]
 
 
@@ -49,7 +49,8 @@ class InvalidKeyError(JsflowError, ValueError):
     """A key contains a character NATS KV rejects, a wildcard, or an empty token."""
 
     def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"invalid key {key!r}: {reason}")
+        shown = repr(key) if len(repr(key)) <= 80 else f"{repr(key)[:77]}... ({len(key)} chars)"
+        super().__init__(f"invalid key {shown}: {reason}")
         self.key = key
         self.reason = reason
 
@@ -79,11 +80,47 @@ class CodecError(JsflowError):
 
 
 class PayloadTooLargeError(JsflowError, ValueError):
-    """An encoded value is larger than the server or bucket accepts."""
+    """An encoded value (headers included) is larger than the server or bucket accepts."""
+
+
+class ControlLineTooLongError(JsflowError, ValueError):
+    """A subject, reply or queue name would make a protocol line longer than the server's
+    ``max_control_line`` (4 KiB by default); the server would close the connection."""
+
+
+class InvalidNameError(ConfigError):
+    """A bucket, stream, durable, subject or id is empty, too long or has an illegal character."""
+
+    def __init__(self, kind: str, name: object, reason: str) -> None:
+        shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
+        super().__init__(f"invalid {kind} {shown}: {reason}")
+        self.kind = kind
+        self.name = name
+        self.reason = reason
 
 
 class ConnectionFailedError(JsflowError):
     """The client could not reach NATS, or the connection was closed."""
+
+
+class ConnectionClosedError(ConnectionFailedError):
+    """The connection is closed for good (``client.close()`` or reconnects exhausted).
+
+    Every loop, watch and worker opened on the client ends with this error instead of
+    retrying forever, so a supervisor can restart it on a new client.
+    """
+
+
+class AuthorizationError(ConnectionFailedError):
+    """The server refused the credentials (user/password, token, nkey or creds file)."""
+
+
+class TLSError(ConnectionFailedError):
+    """The TLS handshake failed, or TLS was asked for and the server does not offer it."""
+
+
+class NotNatsServerError(ConnectionFailedError):
+    """Something listens at the address but does not speak the NATS protocol."""
 
 
 class RequestTimeoutError(JsflowError, asyncio.TimeoutError):
@@ -166,49 +203,3 @@ class TaskFailedError(TaskError):
 
 class TaskCancelledError(TaskError):
     """A task was cancelled, or a dependency it needed failed."""
-
-
-@contextmanager
-def map_nats_errors(
-    *, bucket: str | None = None, key: str | None = None, subject: str | None = None
-) -> Iterator[None]:
-    """Translate nats-py exceptions raised in the block into the jsflow tree."""
-    where = ", ".join(
-        f"{name}={value!r}"
-        for name, value in (("bucket", bucket), ("key", key), ("subject", subject))
-        if value is not None
-    )
-    suffix = f" ({where})" if where else ""
-    try:
-        yield
-    except JsflowError:
-        raise
-    except nats.js.errors.KeyWrongLastSequenceError as exc:
-        raise ConflictError(bucket or "?", key or "?") from exc
-    except nats.js.errors.BucketNotFoundError as exc:
-        raise BucketError(f"bucket not found{suffix}") from exc
-    except nats.js.errors.APIError as exc:
-        if exc.err_code in (10071, 10164):
-            raise ConflictError(bucket or "?", key or "?") from exc
-        if exc.err_code == 10054:  # message size exceeds maximum allowed
-            raise PayloadTooLargeError(f"{exc.description}{suffix}") from exc
-        raise ServerError(f"{exc.description or exc} (code {exc.err_code}){suffix}") from exc
-    except nats.errors.MaxPayloadError as exc:
-        raise PayloadTooLargeError(f"payload exceeds the server's max_payload{suffix}") from exc
-    except (TimeoutError, nats.errors.TimeoutError) as exc:
-        raise RequestTimeoutError(f"request timed out{suffix}") from exc
-    except nats.errors.NoRespondersError as exc:
-        raise ServerError(f"no responders: JetStream unavailable{suffix}") from exc
-    except nats.js.errors.NoStreamResponseError as exc:
-        raise ServerError(f"no stream captures this subject{suffix}") from exc
-    except (
-        nats.errors.ConnectionClosedError,
-        nats.errors.NoServersError,
-        nats.errors.StaleConnectionError,
-        nats.errors.ConnectionDrainingError,
-        nats.errors.ConnectionReconnectingError,
-        OSError,
-    ) as exc:
-        raise ConnectionFailedError(f"{type(exc).__name__}: {exc}{suffix}") from exc
-    except nats.errors.Error as exc:
-        raise ServerError(f"{type(exc).__name__}: {exc}{suffix}") from exc

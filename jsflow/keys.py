@@ -1,13 +1,16 @@
 """Which KV keys are legal, and :func:`key`, which builds a legal key from any strings.
 
 NATS KV keys are dot-separated tokens of ``A-Z a-z 0-9 - _ / =`` (``.`` separates tokens); no
-token may be empty and wildcards (``*``, ``>``) are not keys. Checks run before any I/O.
+token may be empty and wildcards (``*``, ``>``) are not keys. A key is at most
+``MAX_KEY_LEN`` (1,024) characters: longer ones would push the protocol line past the
+server's limit, and the server would close the connection. Checks run before any I/O.
 """
 
 from __future__ import annotations
 
 import re
 
+from jsflow._validate import MAX_KEY_LEN
 from jsflow.errors import InvalidKeyError
 
 __all__ = ["key", "key_parts", "validate_key", "validate_pattern"]
@@ -24,6 +27,8 @@ def _reason(key: str, pattern: bool) -> str | None:
         return f"keys are str, not {type(key).__name__}"
     if not key:
         return "key is empty"
+    if len(key) > MAX_KEY_LEN:
+        return f"longer than {MAX_KEY_LEN} characters ({len(key)}); hash long ids into a key"
     chars = _PATTERN_CHARS if pattern else _KEY_CHARS
     if not chars.match(key):
         bad = sorted({c for c in key if not chars.match(c)})
@@ -82,7 +87,12 @@ def key(*parts: str) -> str:
     for part in parts:
         if not isinstance(part, str):
             raise InvalidKeyError(repr(part), f"key parts are str, not {type(part).__name__}")
-    return ".".join(_escape(p) for p in parts)
+    result = ".".join(_escape(p) for p in parts)
+    if len(result) > MAX_KEY_LEN:
+        raise InvalidKeyError(
+            result, f"key() result is longer than {MAX_KEY_LEN} characters; hash long parts"
+        )
+    return result
 
 
 def key_parts(encoded: str) -> tuple[str, ...]:

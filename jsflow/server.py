@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from jsflow._js.connection import jetstream_ready
 from jsflow.errors import ConfigError, JsflowError, ServerNotFoundError
 from jsflow.observability import get_logger
 
@@ -325,25 +326,10 @@ class LocalCluster:
 
     async def wait_jetstream_ready(self, timeout: float = 30.0) -> None:
         """Wait until JetStream answers account requests through every running server."""
-        import nats
-
         deadline = time.monotonic() + timeout
         for server in self.servers:
-            if not server.running:
-                continue
-            nc = await nats.connect(server.url, allow_reconnect=False)
-            try:
-                js = nc.jetstream(timeout=2.0)
-                while True:
-                    try:
-                        await js.account_info()
-                        break
-                    except Exception:
-                        if time.monotonic() > deadline:
-                            raise ServerStartError("JetStream cluster not ready in time") from None
-                        await asyncio.sleep(0.1)
-            finally:
-                await nc.close()
+            if server.running and not await jetstream_ready(server.url, deadline):
+                raise ServerStartError("JetStream cluster not ready in time")
 
     async def stop(self) -> None:
         """Stop every server."""

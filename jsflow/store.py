@@ -26,10 +26,6 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import nats.errors
-import nats.js.errors
-from nats.aio.msg import Msg
-from nats.js import api
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -38,6 +34,7 @@ from tenacity import (
     stop_after_delay,
 )
 
+from jsflow._js import Msg, api, js_errors, map_nats_errors, nats_errors
 from jsflow.codec import Codec, codec_for
 from jsflow.errors import (
     BucketError,
@@ -48,7 +45,6 @@ from jsflow.errors import (
     KeyExistsError,
     PayloadTooLargeError,
     ServerError,
-    map_nats_errors,
 )
 from jsflow.keys import validate_key, validate_pattern
 from jsflow.observability import get_logger, tracer
@@ -196,7 +192,7 @@ async def _await_stream_leader(client: Client, bucket: str) -> None:
             info = await client.js.stream_info(f"KV_{bucket}")
             if info.cluster is None or info.cluster.leader:
                 return
-        except nats.errors.TimeoutError:
+        except nats_errors.TimeoutError:
             pass
         if time.monotonic() > deadline:
             raise BucketError(f"bucket {bucket!r} has no stream leader after {client.timeout}s")
@@ -273,7 +269,7 @@ class ObjectStore(Generic[T]):
             try:
                 info = await js.stream_info(f"KV_{bucket}")
                 replicas = int(info.config.num_replicas or 1)
-            except nats.js.errors.NotFoundError:
+            except js_errors.NotFoundError:
                 config = api.KeyValueConfig(
                     bucket=bucket,
                     history=history,
@@ -287,7 +283,7 @@ class ObjectStore(Generic[T]):
                 )
                 try:
                     await js.create_key_value(config)
-                except nats.js.errors.BadRequestError as exc:
+                except js_errors.BadRequestError as exc:
                     if exc.err_code != 10058:  # created concurrently with another config
                         raise BucketError(f"cannot create bucket {bucket!r}: {exc}") from exc
                 if replicas > 1:
@@ -355,7 +351,7 @@ class ObjectStore(Generic[T]):
                 msg = await self._client.js.get_msg(
                     self._stream, subject=subject, direct=self._direct_reads
                 )
-            except nats.js.errors.NotFoundError:
+            except js_errors.NotFoundError:
                 raw = _Raw(0, None)
                 self._remember(key, raw)
                 return raw
@@ -397,8 +393,8 @@ class ObjectStore(Generic[T]):
                 self._prefix + key, data, timeout=client.timeout, headers=headers
             )
         except Exception as exc:
-            if isinstance(exc, nats.errors.NoRespondersError):
-                exc = nats.js.errors.NoStreamResponseError()
+            if isinstance(exc, nats_errors.NoRespondersError):
+                exc = js_errors.NoStreamResponseError()
             with map_nats_errors(bucket=self.bucket, key=key):
                 raise exc from None
             raise  # pragma: no cover - map_nats_errors always raises
@@ -414,7 +410,7 @@ class ObjectStore(Generic[T]):
                 if error.get("err_code") in _WRONG_LAST_SEQUENCE:
                     raise ConflictError(self.bucket, key, revision=expected)
                 with map_nats_errors(bucket=self.bucket, key=key):
-                    nats.js.errors.APIError.from_error({"code": 0, **error})
+                    js_errors.APIError.from_error({"code": 0, **error})
         raise ServerError(
             f"unexpected reply to a publish: {msg.data[:200]!r} "
             f"(bucket={self.bucket!r}, key={key!r})"

@@ -14,11 +14,9 @@ import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
-import nats.js.errors
-from nats.js import api
-
+from jsflow._js import api, js_errors, map_nats_errors
 from jsflow._proto.counter_pb2 import CounterState
-from jsflow.errors import ConfigError, ServerError, map_nats_errors
+from jsflow.errors import ConfigError, ServerError
 from jsflow.keys import validate_key
 from jsflow.observability import get_logger, tracer
 
@@ -118,7 +116,7 @@ class Counter:
         with map_nats_errors(subject=self._prefix + ">"):
             try:
                 info = await js.stream_info(self.stream)
-            except nats.js.errors.NotFoundError:
+            except js_errors.NotFoundError:
                 config = api.StreamConfig(
                     name=self.stream,
                     subjects=[self._prefix + ">"],
@@ -130,7 +128,7 @@ class Counter:
                 )
                 try:
                     info = await js.add_stream(config)
-                except nats.js.errors.BadRequestError as exc:
+                except js_errors.BadRequestError as exc:
                     if exc.err_code != 10058:  # created concurrently: bind to it
                         raise
                     info = await js.stream_info(self.stream)
@@ -194,7 +192,7 @@ class Counter:
         with map_nats_errors(subject=subject, key=key):
             try:
                 msg = await self._client.js.get_msg(self.stream, subject=subject, direct=True)
-            except nats.js.errors.NotFoundError:
+            except js_errors.NotFoundError:
                 return 0
         try:
             return int(json.loads(msg.data or b"{}").get("val", 0))

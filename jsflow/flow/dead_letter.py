@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from jsflow.errors import map_nats_errors
+from jsflow._js import map_nats_errors
 from jsflow.flow import headers as h
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from nats.aio.msg import Msg
+from jsflow._js import Msg
 
 __all__ = ["Message"]
 

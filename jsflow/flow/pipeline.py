@@ -10,8 +10,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from nats.aio.msg import Msg
-
+from jsflow._js import Msg
 from jsflow.errors import ConfigError, JsflowError, RequestTimeoutError
 from jsflow.flow._stages import Run, StageFailure, compile_stages, run_stages
 from jsflow.flow.dead_letter import publish_dead_letter

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import nats.js.errors
-from nats.js import api
-
-from jsflow.errors import map_nats_errors
+from jsflow._js import api, js_errors, map_nats_errors
 
 if TYPE_CHECKING:
     from jsflow.client import Client
@@ -27,7 +24,7 @@ async def ensure_stream(
         try:
             await js.stream_info(name)
             return
-        except nats.js.errors.NotFoundError:
+        except js_errors.NotFoundError:
             pass
         config = api.StreamConfig(
             name=name,
@@ -37,6 +34,6 @@ async def ensure_stream(
         )
         try:
             await js.add_stream(config)
-        except nats.js.errors.BadRequestError as exc:
+        except js_errors.BadRequestError as exc:
             if exc.err_code != 10058:  # created concurrently with the same name
                 raise

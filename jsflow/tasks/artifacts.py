@@ -15,11 +15,8 @@ import asyncio
 import math
 from typing import TYPE_CHECKING, Any
 
-import nats.js.errors
-import nats.js.object_store
-from nats.js import api
-
-from jsflow.errors import CodecError, ConfigError, map_nats_errors
+from jsflow._js import api, js_errors, js_object_store, map_nats_errors
+from jsflow.errors import CodecError, ConfigError
 from jsflow.observability import tracer
 from jsflow.tasks.streams import ARTIFACT_BUCKET
 
@@ -75,7 +72,7 @@ class ArtifactStore:
                 with map_nats_errors(bucket=self.bucket):
                     try:
                         store = await js.object_store(self.bucket)
-                    except nats.js.errors.BucketNotFoundError:
+                    except js_errors.BucketNotFoundError:
                         store = await js.create_object_store(
                             self.bucket, config=api.ObjectStoreConfig(storage=api.StorageType.FILE)
                         )
@@ -84,7 +81,7 @@ class ArtifactStore:
                         info.config.allow_msg_ttl = True
                         try:
                             await js.update_stream(info.config)
-                        except nats.js.errors.BadRequestError as exc:
+                        except js_errors.BadRequestError as exc:
                             if exc.err_code != 10058:
                                 raise
                 self._store = store
@@ -108,7 +105,7 @@ class ArtifactStore:
         header = ttl_header(ttl) if ttl is not None else None
         store = await self._open()
         if header is not None:
-            store = nats.js.object_store.ObjectStore(
+            store = js_object_store.ObjectStore(
                 name=self.bucket,
                 stream=self._stream,
                 js=_TTLPublisher(self._client.js, header),  # type: ignore[arg-type]
@@ -143,7 +140,7 @@ class ArtifactStore:
         ):
             try:
                 result = await store.get(name)
-            except nats.js.errors.ObjectNotFoundError as exc:
+            except js_errors.ObjectNotFoundError as exc:
                 raise CodecError(f"artifact {name!r} is missing", bucket=self.bucket) from exc
         return bytes(result.data or b"")
 
@@ -154,5 +151,5 @@ class ArtifactStore:
         with map_nats_errors(bucket=self.bucket, key=name):
             try:
                 await store.delete(name)
-            except nats.js.errors.NotFoundError:
+            except js_errors.NotFoundError:
                 return

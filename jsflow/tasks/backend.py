@@ -21,8 +21,9 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from jsflow._js import map_nats_errors
 from jsflow._proto import task_pb2
-from jsflow.errors import ConfigError, ServerError, map_nats_errors
+from jsflow.errors import ConfigError, ServerError
 from jsflow.observability import get_logger, tracer
 from jsflow.tasks.artifacts import ArtifactStore
 from jsflow.tasks.errors import DependencyCycleError, TaskNotFoundError

@@ -9,12 +9,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import nats.errors
-from nats.aio.msg import Msg
-from nats.js import api
-
+from jsflow._js import Msg, api, map_nats_errors, nats_errors
 from jsflow._proto import task_pb2
-from jsflow.errors import CodecError, RequestTimeoutError, map_nats_errors
+from jsflow.errors import CodecError, RequestTimeoutError
 from jsflow.tasks.streams import (
     H_EVENT,
     H_TASK_ID,
@@ -234,7 +231,7 @@ class TaskEvents:
         while event is None:
             try:
                 msg = await self._sub.next_msg(timeout=self._idle_timeout)
-            except nats.errors.TimeoutError as exc:
+            except nats_errors.TimeoutError as exc:
                 raise RequestTimeoutError(
                     f"no event of task {self.task_id} within {self._idle_timeout}s"
                 ) from exc

@@ -27,12 +27,8 @@ from dataclasses import dataclass
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
-import nats.errors
-import nats.js.errors
-from nats.aio.msg import Msg
-from nats.js import api
-
-from jsflow.errors import CodecError, ConfigError, JsflowError, map_nats_errors
+from jsflow._js import Msg, api, js_errors, map_nats_errors, nats_errors
+from jsflow.errors import CodecError, ConfigError, JsflowError
 from jsflow.flow.dead_letter import publish_dead_letter
 from jsflow.flow.streams import ensure_stream
 from jsflow.keys import validate_pattern
@@ -270,7 +266,7 @@ class EventRouter:
             )
             try:
                 await js.add_consumer(self.stream, config)
-            except nats.js.errors.BadRequestError as exc:
+            except js_errors.BadRequestError as exc:
                 _log.info("tasks.router_consumer_exists", consumer=self.durable, detail=str(exc))
             return await js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
 
@@ -283,7 +279,7 @@ class EventRouter:
             while True:
                 try:
                     msgs = await psub.fetch(_FETCH_BATCH, timeout=_FETCH_WAIT)
-                except (TimeoutError, nats.errors.TimeoutError):
+                except (TimeoutError, nats_errors.TimeoutError):
                     continue
                 except asyncio.CancelledError:
                     raise

@@ -17,9 +17,8 @@ import math
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import nats.js.errors
-
-from jsflow.errors import ConfigError, map_nats_errors
+from jsflow._js import js_errors, map_nats_errors
+from jsflow.errors import ConfigError
 from jsflow.tasks.backend import TaskBackend, new_state
 from jsflow.tasks.handle import TaskHandle
 from jsflow.tasks.streams import (
@@ -70,7 +69,7 @@ class Schedule:
         with map_nats_errors(subject=self.subject):
             try:
                 await self._backend.client.js.purge_stream(TASK_STREAM, subject=self.subject)
-            except nats.js.errors.NotFoundError:
+            except js_errors.NotFoundError:
                 return
 
 

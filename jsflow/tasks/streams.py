@@ -30,10 +30,8 @@ import re
 import weakref
 from typing import TYPE_CHECKING
 
-import nats.js.errors
-from nats.js import api
-
-from jsflow.errors import ConfigError, map_nats_errors
+from jsflow._js import api, js_errors, map_nats_errors
+from jsflow.errors import ConfigError
 from jsflow.observability import get_logger
 
 if TYPE_CHECKING:
@@ -168,11 +166,11 @@ async def _create(client: Client, max_age: float | None) -> float:
     with map_nats_errors(subject=TASK_STREAM):
         try:
             info = await js.stream_info(TASK_STREAM)
-        except nats.js.errors.NotFoundError:
+        except js_errors.NotFoundError:
             try:
                 await js.add_stream(config)
                 return wanted
-            except nats.js.errors.BadRequestError as exc:
+            except js_errors.BadRequestError as exc:
                 if exc.err_code != 10058:  # created concurrently
                     raise
             info = await js.stream_info(TASK_STREAM)

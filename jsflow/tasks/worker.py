@@ -24,13 +24,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import nats.errors
-import nats.js.errors
-from nats.aio.msg import Msg
-from nats.js import api
-
+from jsflow._js import Msg, api, js_errors, map_nats_errors, nats_errors
 from jsflow._proto import task_pb2
-from jsflow.errors import CodecError, ConfigError, JsflowError, map_nats_errors
+from jsflow.errors import CodecError, ConfigError, JsflowError
 from jsflow.observability import get_logger, tracer
 from jsflow.store import KeyListener
 from jsflow.tasks.backend import TaskBackend, new_state
@@ -245,7 +241,7 @@ class Worker:
         with map_nats_errors(subject=filters[0]):
             try:
                 await js.add_consumer(TASK_STREAM, config)
-            except nats.js.errors.BadRequestError as exc:
+            except js_errors.BadRequestError as exc:
                 # Exists with another config (another worker's ack_wait): share it as is.
                 _log.info("tasks.consumer_exists", consumer=durable, detail=str(exc))
             return await js.pull_subscribe_bind(durable=durable, stream=TASK_STREAM)
@@ -279,7 +275,7 @@ class Worker:
                     if extra:
                         more = await psub.fetch(extra, timeout=_BATCH_WAIT)
                         held -= self._dispatch(fn, more, own)
-            except (TimeoutError, nats.errors.TimeoutError):
+            except (TimeoutError, nats_errors.TimeoutError):
                 pass
             except asyncio.CancelledError:
                 self._give(held, own)

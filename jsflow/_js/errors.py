@@ -1,0 +1,70 @@
+"""nats-py's exceptions mapped into jsflow's tree, through one table of server codes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import nats.errors
+import nats.js.errors
+
+from jsflow._js import codes
+from jsflow.errors import (
+    BucketError,
+    ConflictError,
+    ConnectionClosedError,
+    ConnectionFailedError,
+    JsflowError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    ServerError,
+)
+
+__all__ = ["map_nats_errors"]
+
+
+@contextmanager
+def map_nats_errors(
+    *, bucket: str | None = None, key: str | None = None, subject: str | None = None
+) -> Iterator[None]:
+    """Translate nats-py exceptions raised in the block into the jsflow tree."""
+    where = ", ".join(
+        f"{name}={value!r}"
+        for name, value in (("bucket", bucket), ("key", key), ("subject", subject))
+        if value is not None
+    )
+    suffix = f" ({where})" if where else ""
+    try:
+        yield
+    except JsflowError:
+        raise
+    except nats.js.errors.KeyWrongLastSequenceError as exc:
+        raise ConflictError(bucket or "?", key or "?") from exc
+    except nats.js.errors.BucketNotFoundError as exc:
+        raise BucketError(f"bucket not found{suffix}") from exc
+    except nats.js.errors.APIError as exc:
+        if exc.err_code in codes.WRONG_LAST_SEQUENCE:
+            raise ConflictError(bucket or "?", key or "?") from exc
+        if exc.err_code == codes.MESSAGE_TOO_LARGE:
+            raise PayloadTooLargeError(f"{exc.description}{suffix}") from exc
+        raise ServerError(f"{exc.description or exc} (code {exc.err_code}){suffix}") from exc
+    except nats.errors.MaxPayloadError as exc:
+        raise PayloadTooLargeError(f"payload exceeds the server's max_payload{suffix}") from exc
+    except (TimeoutError, nats.errors.TimeoutError) as exc:
+        raise RequestTimeoutError(f"request timed out{suffix}") from exc
+    except nats.errors.NoRespondersError as exc:
+        raise ServerError(f"no responders: JetStream unavailable{suffix}") from exc
+    except nats.js.errors.NoStreamResponseError as exc:
+        raise ServerError(f"no stream captures this subject{suffix}") from exc
+    except nats.errors.ConnectionClosedError as exc:
+        raise ConnectionClosedError(f"the connection is closed{suffix}") from exc
+    except (
+        nats.errors.NoServersError,
+        nats.errors.StaleConnectionError,
+        nats.errors.ConnectionDrainingError,
+        nats.errors.ConnectionReconnectingError,
+        OSError,
+    ) as exc:
+        raise ConnectionFailedError(f"{type(exc).__name__}: {exc}{suffix}") from exc
+    except nats.errors.Error as exc:
+        raise ServerError(f"{type(exc).__name__}: {exc}{suffix}") from exc
