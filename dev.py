@@ -51,6 +51,7 @@ def main(argv: list[str]) -> int:
             ensure_env("dev")
             run(PY, "-m", "ruff", "check", ".")
             run(PY, "-m", "mypy", "--strict", "jsflow")
+            run(BIN / "lint-imports", "--no-cache")
             run(PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", *rest)
         elif what == "bench":
             ensure_env("dev")

@@ -29,16 +29,21 @@ from jsflow.coordination import (
     WaitGroup,
 )
 from jsflow.errors import (
+    AuthorizationError,
     BucketError,
     CodecError,
     ConfigError,
     ConflictError,
+    ConnectionClosedError,
     ConnectionFailedError,
+    ControlLineTooLongError,
     InvalidKeyError,
+    InvalidNameError,
     JsflowError,
     KeyExistsError,
     LockLostError,
     NotHeldError,
+    NotNatsServerError,
     PayloadTooLargeError,
     RateLimitExceeded,
     RequestTimeoutError,
@@ -47,6 +52,7 @@ from jsflow.errors import (
     TaskCancelledError,
     TaskError,
     TaskFailedError,
+    TLSError,
 )
 from jsflow.flow import (
     Batch,
@@ -95,6 +101,12 @@ from jsflow.tasks import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "TLSError",
+    "NotNatsServerError",
+    "InvalidNameError",
+    "ControlLineTooLongError",
+    "ConnectionClosedError",
+    "AuthorizationError",
     "App",
     "ArtifactStore",
     "Batch",
