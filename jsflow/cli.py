@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from jsflow.errors import ConfigError, ConnectionFailedError, JsflowError
+from jsflow._js.connection import redact_url, url_secrets
+from jsflow.errors import ConfigError, ConnectionFailedError, InvalidKeyError, JsflowError
 
 if TYPE_CHECKING:
     from jsflow.client import Client
@@ -36,6 +37,10 @@ _DEFAULT_URL = "nats://127.0.0.1:4222"
 
 def _out(line: str) -> None:
     sys.stdout.write(line + "\n")
+
+
+def _err(line: str) -> None:
+    sys.stderr.write(line + "\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,7 +146,8 @@ async def _connect(url: str) -> Client:
     try:
         return await connect(url)
     except ConnectionFailedError as exc:
-        raise ConnectionFailedError(f"{exc}; pass --url or set $JSFLOW_URL") from exc
+        # Same type (AuthorizationError, TLSError, ...), so stderr names the cause.
+        raise type(exc)(f"{exc}; pass --url or set $JSFLOW_URL") from exc
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -198,10 +204,25 @@ async def _run(args: argparse.Namespace) -> int:
             ids += [i.id for i in await backend.store.list(statuses=dead)]
         if not ids:
             raise ConfigError("dlq replay needs task ids or --all")
+        failed = 0
         for task_id in dict.fromkeys(ids):
-            replayed = await backend.replay(task_id)
+            # One unknown or malformed id must not stop the others from being replayed.
+            try:
+                replayed = await backend.replay(task_id)
+            except (TaskNotFoundError, ConfigError, InvalidKeyError) as exc:
+                failed += 1
+                _err(f"jsflow: {type(exc).__name__}: {exc}")
+                continue
             _out(f"{task_id} {'replayed' if replayed else 'not a dead letter'}")
-        return 0
+        return 1 if failed else 0
+
+
+def _redacted(text: str, url: str) -> str:
+    """``text`` with ``url``'s password or token hidden, wherever it shows."""
+    text = text.replace(url, redact_url(url))
+    for secret in url_secrets(url):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _version() -> str:
@@ -216,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(_run(args))
     except JsflowError as exc:
-        sys.stderr.write(f"jsflow: {type(exc).__name__}: {exc}\n")
+        _err(f"jsflow: {type(exc).__name__}: {_redacted(str(exc), args.url)}")
         return 1
     except KeyboardInterrupt:
         return 130

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 from jsflow._js import JetStreamContext, NatsClient
-from jsflow._js.connection import open_connection
-from jsflow.errors import ConfigError, ConnectionFailedError
+from jsflow._js.connection import check_servers, open_connection
+from jsflow._validate import duration
 from jsflow.observability import get_logger
 
 if TYPE_CHECKING:
@@ -214,25 +212,6 @@ async def _log_disconnected() -> None:
     _log.info("nats.disconnected")
 
 
-async def _reachable(servers: Sequence[str], timeout: float) -> bool:
-    """Whether any server accepts a TCP connection (nats-py would retry the first connect for
-    as long as its reconnect policy allows, minutes with service defaults)."""
-    for server in servers:
-        url = urlsplit(server if "://" in server else f"nats://{server}")
-        try:
-            async with asyncio.timeout(timeout):
-                _, writer = await asyncio.open_connection(
-                    url.hostname or "127.0.0.1", url.port or 4222
-                )
-        except (OSError, TimeoutError, ValueError):
-            continue
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return True
-    return False
-
-
 async def connect(
     url_or_urls: str | Sequence[str] = "nats://127.0.0.1:4222",
     *,
@@ -241,15 +220,18 @@ async def connect(
 ) -> Client:
     """Connect to NATS and return a :class:`Client`.
 
-    ``url_or_urls`` is one URL or a list (the client fails over between them). Service-style
-    reconnect defaults apply (bounded: about five minutes of attempts); any nats-py
-    ``connect`` option given here overrides them. ``timeout`` bounds each JetStream request.
+    ``url_or_urls`` is one URL or a list (the client fails over between them). The first
+    connect fails within seconds with a typed error naming the cause:
+    :class:`~jsflow.AuthorizationError`, :class:`~jsflow.TLSError` (``tls://`` or ``tls=``
+    never falls back to plain text), :class:`~jsflow.NotNatsServerError`,
+    :class:`~jsflow.ConfigError` (a bad URL or option, before any I/O) or
+    :class:`~jsflow.ConnectionFailedError`; no message shows a password. After that,
+    service-style reconnect defaults apply (bounded: about five minutes of attempts); any
+    nats-py ``connect`` option given here overrides them. ``timeout`` bounds each JetStream
+    request.
     """
-    servers = [url_or_urls] if isinstance(url_or_urls, str) else list(url_or_urls)
-    if not servers or not all(isinstance(s, str) and s for s in servers):
-        raise ConfigError(f"connect() needs one or more server URLs, got {url_or_urls!r}")
-    if timeout <= 0:
-        raise ConfigError(f"timeout must be positive, got {timeout}")
+    servers = check_servers(url_or_urls)
+    timeout = duration("timeout", timeout)
     created: list[Client] = []
     user_reconnected_cb = nats_options.pop("reconnected_cb", None)
 
@@ -268,17 +250,9 @@ async def connect(
         "reconnected_cb": reconnected,
         **nats_options,
     }
-    if not await _reachable(servers, float(options.get("connect_timeout") or 2.0)):
-        raise ConnectionFailedError(
-            f"cannot connect to {', '.join(servers)}: nothing is listening there; start "
-            "nats-server -js (or jsflow.EmbeddedServer) or pass the URL of a running server"
-        )
-    try:
-        nc = await open_connection(servers, **options)
-    except ConnectionFailedError:
-        raise
-    except OSError as exc:  # pragma: no cover - mapped above in practice
-        raise ConnectionFailedError(str(exc)) from exc
+    # The first connect fails within seconds with a typed error naming the cause;
+    # SERVICE_DEFAULTS' reconnect policy applies from then on.
+    nc = await open_connection(servers, **options)
     client = Client(nc, timeout=timeout)
     created.append(client)
     return client

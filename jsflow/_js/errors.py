@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import nats.errors
 import nats.js.errors
 
-from jsflow._js import codes
+from jsflow._js.codes import MESSAGE_TOO_LARGE, WRONG_LAST_SEQUENCE
 from jsflow.errors import (
     BucketError,
     ConflictError,
@@ -43,9 +43,9 @@ def map_nats_errors(
     except nats.js.errors.BucketNotFoundError as exc:
         raise BucketError(f"bucket not found{suffix}") from exc
     except nats.js.errors.APIError as exc:
-        if exc.err_code in codes.WRONG_LAST_SEQUENCE:
+        if exc.err_code in WRONG_LAST_SEQUENCE:
             raise ConflictError(bucket or "?", key or "?") from exc
-        if exc.err_code == codes.MESSAGE_TOO_LARGE:
+        if exc.err_code == MESSAGE_TOO_LARGE:
             raise PayloadTooLargeError(f"{exc.description}{suffix}") from exc
         raise ServerError(f"{exc.description or exc} (code {exc.err_code}){suffix}") from exc
     except nats.errors.MaxPayloadError as exc:
