@@ -1,5 +1,40 @@
 """One exception tree for everything jsflow raises.
 
+::
+
+    JsflowError
+    ├── ConfigError (ValueError)           a configuration value or argument is invalid
+    │   ├── InvalidNameError               bucket, stream, durable, subject or id
+    │   ├── NegativeCountError             a wait group would go below zero
+    │   └── DependencyCycleError (+TaskError)
+    ├── InvalidKeyError (ValueError)       a KV key
+    ├── CodecError                         a value does not encode or decode
+    ├── PayloadTooLargeError (ValueError)  body + headers over max_payload
+    ├── ControlLineTooLongError (ValueError)  a protocol line over max_control_line
+    ├── ConnectionFailedError
+    │   ├── ConnectionClosedError          closed for good: loops end with it
+    │   ├── AuthorizationError
+    │   ├── TLSError
+    │   └── NotNatsServerError
+    ├── RequestTimeoutError (TimeoutError)
+    │   └── StageTimeoutError (+FlowError)
+    ├── ServerError                        the server answered with an error
+    ├── ServerStartError                   an embedded nats-server did not start
+    ├── ServerNotFoundError (FileNotFoundError)
+    ├── BucketError
+    ├── ConflictError
+    │   └── KeyExistsError
+    ├── LockLostError
+    ├── NotHeldError (RuntimeError)
+    ├── RateLimitExceeded
+    ├── FlowError
+    │   └── StageError
+    └── TaskError
+        ├── TaskFailedError
+        ├── TaskCancelledError
+        ├── TaskTimeoutError
+        └── TaskNotFoundError (LookupError)
+
 ``JsflowError`` is the root; families below it say what went wrong. Errors from nats-py are
 mapped into this tree at the one boundary to nats-py (``jsflow._js.errors.map_nats_errors``),
 so callers never need to catch a transport library's exceptions.
@@ -10,6 +45,14 @@ from __future__ import annotations
 import asyncio
 
 __all__ = [
+    "DependencyCycleError",
+    "TaskNotFoundError",
+    "TaskTimeoutError",
+    "StageTimeoutError",
+    "StageError",
+    "FlowError",
+    "NegativeCountError",
+    "ServerStartError",
     "BucketError",
     "CodecError",
     "AuthorizationError",
@@ -203,3 +246,44 @@ class TaskFailedError(TaskError):
 
 class TaskCancelledError(TaskError):
     """A task was cancelled, or a dependency it needed failed."""
+
+
+class ServerStartError(JsflowError):
+    """``nats-server`` exited or did not become ready; the message carries its log tail."""
+
+
+class NegativeCountError(ConfigError):
+    """``done()`` or ``add(-n)`` would take a wait group's count below zero (nothing written)."""
+
+
+class FlowError(JsflowError):
+    """A flow could not run: misuse of its lifecycle, or its fetch loop gave up."""
+
+
+class StageError(FlowError):
+    """A stage returned something that is not a stage result (e.g. a non-awaitable)."""
+
+
+class StageTimeoutError(FlowError, RequestTimeoutError):
+    """A stage wrapped in :class:`jsflow.flow.middleware.timeout.Timeout` ran past its limit."""
+
+    def __init__(self, stage: str, seconds: float) -> None:
+        super().__init__(f"stage {stage!r} did not finish within {seconds}s")
+        self.stage = stage
+        self.seconds = seconds
+
+
+class TaskTimeoutError(TaskError):
+    """A task attempt ran longer than its ``timeout`` and was cancelled."""
+
+
+class TaskNotFoundError(TaskError, LookupError):
+    """No task with the given id exists in the task store."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id!r} not found")
+        self.task_id = task_id
+
+
+class DependencyCycleError(TaskError, ConfigError):
+    """A task would (transitively) depend on itself."""

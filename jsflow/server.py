@@ -22,8 +22,9 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from jsflow import _validate
 from jsflow._js.connection import jetstream_ready
-from jsflow.errors import ConfigError, JsflowError, ServerNotFoundError
+from jsflow.errors import ConfigError, ServerNotFoundError, ServerStartError
 from jsflow.observability import get_logger
 
 __all__ = [
@@ -38,10 +39,42 @@ _log = get_logger(__name__)
 
 _READY_LINE = b"Server is ready"
 _START_TIMEOUT = 20.0
+# A cluster of loopback processes: more than this is a typo, not a test setup.
+_MAX_CLUSTER_SIZE = 64
+# Lines of the server's output that say why it stopped: a fatal or error log line, the
+# "nats-server: ..." of a bad config, or Go's flag parser (which exits 0 after the usage).
+_CAUSE_MARKERS = ("[FTL]", "[ERR]", "nats-server:", "flag provided but not defined")
 
 
-class ServerStartError(JsflowError):
-    """``nats-server`` exited or did not become ready; the message carries its log tail."""
+def _cause(output: str) -> str:
+    """The lines of a failed start's output that name the cause (empty when none does)."""
+    found: list[str] = []
+    for line in output.splitlines():
+        for marker in _CAUSE_MARKERS:
+            at = line.find(marker)
+            if at >= 0:
+                # Keep "[FTL] ..." but drop the "[pid] date time" before it.
+                found.append(line[at:].strip() if marker.startswith("[") else line.strip())
+                break
+    return "; ".join(found[:3])
+
+
+def _check_args(args: object) -> tuple[str, ...]:
+    # A bare string would be split into one-character flags.
+    if isinstance(args, str | bytes) or not isinstance(args, Sequence):
+        raise ConfigError(f"args must be a sequence of str, got {_validate.shorten(args)}")
+    for arg in args:
+        if not isinstance(arg, str):
+            raise ConfigError(f"args must hold str values only, got {_validate.shorten(arg)}")
+    return tuple(args)
+
+
+def _check_store_dir(store_dir: object) -> Path | None:
+    if store_dir is None:
+        return None
+    if not isinstance(store_dir, str | os.PathLike) or not str(store_dir):
+        raise ConfigError(f"store_dir must be a path, got {_validate.shorten(store_dir)}")
+    return Path(store_dir)
 
 
 def find_server_binary() -> str:
@@ -102,16 +135,17 @@ class EmbeddedServer:
         start_timeout: float = _START_TIMEOUT,
         sync_always: bool = False,
     ) -> None:
+        # Checked here, so a wrong type fails before any directory or process exists.
+        self._store_dir = _check_store_dir(store_dir)
         self._owns_dir = store_dir is None
         # By default JetStream fsyncs every 2 minutes: acknowledged writes survive a crash of
         # the server process (they are in the OS page cache) but not a power loss.
         # sync_always fsyncs every write before acknowledging it, at a cost in throughput.
-        self._sync_always = sync_always
-        self._store_dir = Path(store_dir) if store_dir is not None else None
-        self._port = port
-        self._args = tuple(args)
-        self._name = name
-        self._start_timeout = start_timeout
+        self._sync_always = bool(_validate.one_of("sync_always", sync_always, bool))
+        self._port = _validate.count("port", port, minimum=0, maximum=65535)
+        self._args = _check_args(args)
+        self._name = None if name is None else _validate.one_of("name", name, str)
+        self._start_timeout = _validate.duration("start_timeout", start_timeout)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
 
@@ -157,57 +191,108 @@ class EmbeddedServer:
             cmd += ["-n", self._name]
         if self._sync_always:
             # sync_interval exists only in config files; flags given here still override.
-            conf = self.store_dir.parent / f"{self.store_dir.name}.conf"
+            conf = self._conf_path()
             conf.write_text("jetstream {\n  sync_interval: always\n}\n")
             cmd += ["-c", str(conf)]
         return cmd + list(self._args)
 
     async def start(self) -> None:
-        """Start the server (again, on the same port and store dir) and wait until it is ready."""
+        """Start the server (again, on the same port and store dir) and wait until it is ready.
+
+        A start that fails raises :class:`ServerStartError` naming the cause from the
+        server's output, after removing what it created: the temporary store dir, the log
+        and config files (a store dir the caller gave stays, as do files of earlier starts).
+        """
         if self.running:
             return
         binary = find_server_binary()
-        if self._store_dir is None:
-            self._store_dir = Path(tempfile.mkdtemp(prefix="jsflow-nats-"))
-        self._store_dir.mkdir(parents=True, exist_ok=True)
-        if not self._port:
-            self._port = _free_port()
-        self._log_path = self._store_dir.parent / f"{self._store_dir.name}.log"
-        offset = self._spawn(binary)
-        await self._wait_ready(offset)
+        created: list[Path] = []  # what this start made, removed again if it fails
+        made_dir = self._store_dir is None
+        picked_port = not self._port
+        try:
+            if self._store_dir is None:
+                self._store_dir = Path(tempfile.mkdtemp(prefix="jsflow-nats-"))
+                created.append(self._store_dir)
+            self._store_dir.mkdir(parents=True, exist_ok=True)
+            log_path = self._store_dir.parent / f"{self._store_dir.name}.log"
+            conf = self._conf_path()
+            created += [p for p in (log_path, conf) if not p.exists()]
+            if not self._port:
+                self._port = _free_port()
+            self._log_path = log_path
+            offset = self._spawn(binary)
+            await self._wait_ready(offset)
+        except BaseException:
+            self.kill()
+            self._remove(created)
+            if made_dir:
+                self._store_dir = None
+            if picked_port:  # a retry picks a port that is free then
+                self._port = 0
+            raise
+
+    def _conf_path(self) -> Path:
+        assert self._store_dir is not None
+        return self._store_dir.parent / f"{self._store_dir.name}.conf"
+
+    def _remove(self, paths: list[Path]) -> None:
+        """Remove the files and directories a failed start created (never a user's dir)."""
+        for path in paths:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            if path == self._log_path:
+                self._log_path = None
 
     def _spawn(self, binary: str) -> int:
         assert self._log_path is not None
         with open(self._log_path, "ab") as log:
             offset = log.tell()
-            self._proc = subprocess.Popen(
-                self._command(binary),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
-            )
+            try:
+                self._proc = subprocess.Popen(
+                    self._command(binary),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+                )
+            except OSError as exc:  # not executable, too many processes, ...
+                raise ServerStartError(f"cannot run {binary}: {exc}") from exc
         _log.debug("nats_server.starting", port=self._port, pid=self._proc.pid)
         return offset
 
-    def _ready(self, offset: int) -> bool:
-        assert self._proc is not None and self._log_path is not None
-        if self._proc.poll() is not None:
-            raise ServerStartError(
-                f"nats-server exited with code {self._proc.returncode}:\n{self.log_tail()}"
-            )
+    def _output(self, offset: int) -> bytes:
+        """What the server wrote since ``offset`` (this start's output)."""
+        assert self._log_path is not None
         with open(self._log_path, "rb") as fh:
             fh.seek(offset)
-            return _READY_LINE in fh.read()
+            return fh.read()
+
+    def _failure(self, what: str, offset: int) -> ServerStartError:
+        """The error of a failed start: the cause from the server's output, then its tail."""
+        output = self._output(offset).decode(errors="replace")
+        cause = _cause(output)
+        # With a cause named, a short tail for context is enough (a bad flag prints usage).
+        tail = "\n".join(output.splitlines()[-(10 if cause else 30) :])
+        headline = f"nats-server {what}: {cause}" if cause else f"nats-server {what}"
+        return ServerStartError(f"{headline}\n{tail}" if tail else headline)
+
+    def _ready(self, offset: int) -> bool:
+        assert self._proc is not None
+        # Read before polling, so output written just before exiting is seen.
+        ready = _READY_LINE in self._output(offset)
+        if self._proc.poll() is not None:
+            raise self._failure(f"exited with code {self._proc.returncode}", offset)
+        return ready
 
     async def _wait_ready(self, offset: int) -> None:
         deadline = time.monotonic() + self._start_timeout
         while not self._ready(offset):
             if time.monotonic() > deadline:
                 self.kill()
-                raise ServerStartError(
-                    f"nats-server not ready after {self._start_timeout}s:\n{self.log_tail()}"
-                )
+                raise self._failure(f"not ready after {self._start_timeout}s", offset)
             await asyncio.sleep(0.02)
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -243,10 +328,7 @@ class EmbeddedServer:
     def _cleanup(self) -> None:
         if self._owns_dir and self._store_dir is not None:
             shutil.rmtree(self._store_dir, ignore_errors=True)
-            for leftover in (
-                self._log_path,
-                self._store_dir.parent / f"{self._store_dir.name}.conf",
-            ):
+            for leftover in (self._log_path, self._conf_path()):
                 if leftover is not None:
                     with contextlib.suppress(OSError):
                         leftover.unlink()
@@ -281,14 +363,12 @@ class LocalCluster:
         args: Sequence[str] = (),
         sync_always: bool = False,
     ) -> None:
-        if size < 1:
-            raise ConfigError(f"cluster size must be at least 1, got {size}")
-        self._size = size
+        self._size = _validate.count("size", size, minimum=1, maximum=_MAX_CLUSTER_SIZE)
+        self._root = _check_store_dir(store_dir)
         self._owns_dir = store_dir is None
-        self._root = Path(store_dir) if store_dir is not None else None
-        self._name = name
-        self._args = tuple(args)
-        self._sync_always = sync_always
+        self._name = _validate.check_name("cluster name", name)
+        self._args = _check_args(args)
+        self._sync_always = bool(_validate.one_of("sync_always", sync_always, bool))
         self.servers: list[EmbeddedServer] = []
 
     @property
@@ -297,7 +377,23 @@ class LocalCluster:
         return [s.url for s in self.servers]
 
     async def start(self) -> None:
-        """Start every server and wait until the cluster has a JetStream meta leader."""
+        """Start every server and wait until the cluster has a JetStream meta leader.
+
+        If that fails, every server is stopped again and what this start created (a
+        temporary root directory) is removed before the error propagates.
+        """
+        made_root = self._root is None
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            if made_root and self._root is not None:
+                shutil.rmtree(self._root, ignore_errors=True)
+                self._root = None
+                self.servers = []
+            raise
+
+    async def _start(self) -> None:
         if self._root is None:
             self._root = Path(tempfile.mkdtemp(prefix="jsflow-cluster-"))
         if not self.servers:
@@ -321,7 +417,13 @@ class LocalCluster:
                         sync_always=self._sync_always,
                     )
                 )
-        await asyncio.gather(*(s.start() for s in self.servers if not s.running))
+        # Let every start finish (or fail) before stopping, so none spawns after the stop.
+        results = await asyncio.gather(
+            *(s.start() for s in self.servers if not s.running), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         await self.wait_jetstream_ready()
 
     async def wait_jetstream_ready(self, timeout: float = 30.0) -> None:
@@ -336,11 +438,7 @@ class LocalCluster:
         await asyncio.gather(*(s.stop() for s in self.servers))
 
     async def __aenter__(self) -> LocalCluster:
-        try:
-            await self.start()
-        except BaseException:
-            await self.stop()
-            raise
+        await self.start()
         return self
 
     async def __aexit__(
