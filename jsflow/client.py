@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from jsflow._js import JetStreamContext, NatsClient
 from jsflow._js.connection import check_servers, open_connection
-from jsflow._validate import duration
+from jsflow._validate import check_name, duration
 from jsflow.observability import get_logger
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ class Client:
         """
         from jsflow.store import ObjectStore
 
+        check_name("bucket", bucket)
         cache_key = (bucket, tp, id(codec))
         store = self._stores.get(cache_key)
         if store is not None and not store.closed:

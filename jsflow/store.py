@@ -13,10 +13,8 @@ import asyncio
 import contextlib
 import copy
 import enum
-import functools
 import inspect
 import json
-import math
 import random
 import time
 import weakref
@@ -34,13 +32,15 @@ from tenacity import (
     stop_after_delay,
 )
 
-from jsflow._js import Msg, api, js_errors, map_nats_errors, nats_errors
+from jsflow._js import Msg, api, codes, headers, js_errors, map_nats_errors, nats_errors
+from jsflow._validate import check_name, count, duration, one_of, optional_duration
 from jsflow.codec import Codec, codec_for
 from jsflow.errors import (
     BucketError,
     CodecError,
     ConfigError,
     ConflictError,
+    ConnectionClosedError,
     JsflowError,
     KeyExistsError,
     PayloadTooLargeError,
@@ -58,13 +58,15 @@ T = TypeVar("T")
 _log = get_logger(__name__)
 
 _KV_OP = "KV-Operation"
-_MARKER_REASON = "Nats-Marker-Reason"
-_EXPECTED_LAST_SUBJ_SEQ = "Nats-Expected-Last-Subject-Sequence"
-_TTL = "Nats-TTL"
-_ROLLUP = "Nats-Rollup"
-_WRONG_LAST_SEQUENCE = (10071, 10164)
+_MARKER_REASON = headers.MARKER_REASON
+_EXPECTED_LAST_SUBJ_SEQ = headers.EXPECTED_LAST_SUBJECT_SEQUENCE
+_TTL = headers.TTL
+_ROLLUP = headers.ROLLUP
+_WRONG_LAST_SEQUENCE = codes.WRONG_LAST_SEQUENCE
 _json_decode = json.JSONDecoder().decode
-_BUCKET_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_PAGE_OVERLAP = 1000  # subjects a page of a paged subject listing re-reads of the last one
+MIN_TTL = 1.0
+"""The shortest per-key TTL the server accepts (it rejects per-message TTLs under 1 s)."""
 
 
 class Op(enum.Enum):
@@ -112,11 +114,10 @@ class RetryPolicy:
     max_backoff: float = 0.25
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ConfigError(f"RetryPolicy.attempts must be >= 1, got {self.attempts}")
-        if not self.deadline > 0:
-            raise ConfigError(f"RetryPolicy.deadline must be > 0, got {self.deadline}")
-        if self.initial_backoff < 0 or self.max_backoff < self.initial_backoff:
+        count("RetryPolicy.attempts", self.attempts, minimum=1)
+        duration("RetryPolicy.deadline", self.deadline)
+        initial = duration("RetryPolicy.initial_backoff", self.initial_backoff, positive=False)
+        if duration("RetryPolicy.max_backoff", self.max_backoff, positive=False) < initial:
             raise ConfigError("RetryPolicy needs 0 <= initial_backoff <= max_backoff")
 
 
@@ -149,12 +150,24 @@ class _Conflict(Exception):
         self.revision = revision
 
 
-@functools.lru_cache(maxsize=256)
-def _ttl_header(ttl: float) -> str:
-    if not ttl >= 1 or math.isinf(ttl):  # the server rejects per-message TTLs under 1 s
-        raise ConfigError(f"ttl must be at least 1 second (server minimum), got {ttl}")
-    # nats-py would send int(seconds); the server takes Go durations, so keep milliseconds.
-    return f"{max(1, round(ttl * 1000))}ms"
+_ttl_headers: dict[float, str] = {}
+
+
+def _ttl_header(ttl: object) -> str:
+    """The ``Nats-TTL`` header of a per-key ``ttl`` (validated; :class:`ConfigError` if bad).
+
+    Always :func:`jsflow._js.headers.ttl_value`: whole seconds, rounded up, because the server
+    keeps whole seconds and a writer counting on ``ttl`` must not see the key expire sooner.
+    """
+    if type(ttl) is float or type(ttl) is int:  # the hot path: a ttl seen before
+        header = _ttl_headers.get(ttl)
+        if header is not None:
+            return header
+    seconds = duration("ttl", ttl, minimum=MIN_TTL, positive=False)
+    header = headers.ttl_value(seconds)
+    if len(_ttl_headers) < 256:
+        _ttl_headers[seconds] = header
+    return header
 
 
 def _same_kind(result: object, state: object) -> bool:
@@ -178,6 +191,21 @@ def _op_of(headers: dict[str, str] | None) -> Op:
     if reason == "Remove":
         return Op.DELETE
     return Op.PUT
+
+
+def _check_kv_stream(bucket: str, info: api.StreamInfo) -> None:
+    """Raise :class:`BucketError` unless the stream ``KV_<bucket>`` is a KV bucket.
+
+    A plain stream that happens to carry that name would be bound and fail later, on the
+    first write (no stream captures ``$KV.<bucket>.*``) or read.
+    """
+    subjects = list(info.config.subjects or [])
+    if subjects != [f"$KV.{bucket}.>"]:
+        raise BucketError(
+            f"stream KV_{bucket} exists but is not the KV bucket {bucket!r}: its subjects are "
+            f"{subjects[:5]!r}, a bucket's are ['$KV.{bucket}.>']; use another bucket name or "
+            "delete that stream"
+        )
 
 
 async def _await_stream_leader(client: Client, bucket: str) -> None:
@@ -251,16 +279,15 @@ class ObjectStore(Generic[T]):
         cache_size: int = 1024,
     ) -> ObjectStore[T]:
         """Create or bind ``bucket`` (idempotent); prefer :meth:`jsflow.Client.object_store`."""
-        if not bucket or not set(bucket) <= _BUCKET_NAME_CHARS:
-            raise ConfigError(f"invalid bucket name {bucket!r}: use A-Z a-z 0-9 - _")
-        if not 1 <= history <= 64:
-            raise ConfigError(f"history must be between 1 and 64, got {history}")
-        if replicas not in (1, 2, 3, 4, 5):
-            raise ConfigError(f"replicas must be between 1 and 5, got {replicas}")
-        if ttl is not None and not ttl > 0:
-            raise ConfigError(f"ttl must be positive, got {ttl}")
-        if cache_size < 0:
-            raise ConfigError(f"cache_size must be >= 0, got {cache_size}")
+        check_name("bucket", bucket)
+        ttl = optional_duration("ttl", ttl)
+        history = count("history", history, minimum=1, maximum=64)
+        replicas = count("replicas", replicas, minimum=1, maximum=5)
+        cache_size = count("cache_size", cache_size, minimum=0)
+        if max_value_size is not None:
+            max_value_size = count("max_value_size", max_value_size, minimum=1)
+        if retry is not None:
+            one_of("retry", retry, RetryPolicy)
         resolved = codec_for(tp, codec)
         server_max = int(client.nc.max_payload) - 1024  # room for headers
         limit = min(max_value_size, server_max) if max_value_size else server_max
@@ -268,6 +295,7 @@ class ObjectStore(Generic[T]):
         with map_nats_errors(bucket=bucket):
             try:
                 info = await js.stream_info(f"KV_{bucket}")
+                _check_kv_stream(bucket, info)
                 replicas = int(info.config.num_replicas or 1)
             except js_errors.NotFoundError:
                 config = api.KeyValueConfig(
@@ -284,8 +312,10 @@ class ObjectStore(Generic[T]):
                 try:
                     await js.create_key_value(config)
                 except js_errors.BadRequestError as exc:
-                    if exc.err_code != 10058:  # created concurrently with another config
+                    if exc.err_code != codes.STREAM_NAME_IN_USE:
                         raise BucketError(f"cannot create bucket {bucket!r}: {exc}") from exc
+                    # created concurrently (with another config): bind to it, if it is a bucket
+                    _check_kv_stream(bucket, await js.stream_info(f"KV_{bucket}"))
                 if replicas > 1:
                     await _await_stream_leader(client, bucket)
         return cls(
@@ -430,13 +460,76 @@ class ObjectStore(Generic[T]):
             return Entry(key, self._decode(key, raw), raw.revision)
 
     async def keys(self, filter: str = ">") -> list[str]:
-        """Keys matching ``filter`` whose latest entry is not a delete (sorted)."""
+        """Keys matching ``filter`` whose latest entry is not a delete (sorted).
+
+        Every key that exists throughout the call is listed exactly once, however many
+        writes other clients make meanwhile. Which keys exist comes from one server-side
+        snapshot of the bucket's subjects (the stream info's subject map, no values read);
+        deleted keys, whose last message is a delete marker, are then found by a
+        headers-only scan of each key's last message up to that snapshot.
+        """
         validate_pattern(filter)
-        found = []
-        for msg in await self._scan(filter, api.DeliverPolicy.LAST_PER_SUBJECT, headers_only=True):
+        subject = self._prefix + filter
+        subjects, last_seq = await self._subjects(subject)
+        if not subjects:
+            return []
+        deleted: set[str] = set()
+        for msg in await self._scan(
+            filter, api.DeliverPolicy.LAST_PER_SUBJECT, headers_only=True, until=last_seq
+        ):
             if _op_of(msg.headers) is Op.PUT:
-                found.append(msg.subject[len(self._prefix) :])
-        return sorted(found)
+                deleted.discard(msg.subject)
+            else:
+                deleted.add(msg.subject)
+        start = len(self._prefix)
+        return sorted(s[start:] for s in subjects if s not in deleted)
+
+    async def _subjects(self, subject: str) -> tuple[set[str], int]:
+        """The subjects matching ``subject`` that hold messages, and the stream's last
+        sequence then, from ``STREAM.INFO`` with ``subjects_filter``.
+
+        The server answers each page (up to 100,000 subjects, sorted) from one snapshot.
+        Pages of a large result come from successive snapshots, so the next page is asked
+        for with an overlap; when writes in between shifted it past the last subject seen,
+        the overlap grows until the page starts at or before it, so nothing is skipped.
+        """
+        client = self._client
+        api_prefix = getattr(client.js, "_prefix", None) or "$JS.API"
+        request_subject = f"{api_prefix}.STREAM.INFO.{self._stream}"
+        found: set[str] = set()
+        last_seq = 0
+        offset = 0
+        previous_last: str | None = None
+        back = _PAGE_OVERLAP
+        while True:
+            request = json.dumps({"subjects_filter": subject, "offset": offset}).encode()
+            with map_nats_errors(bucket=self.bucket, subject=subject):
+                reply = await client.nc.request(request_subject, request, timeout=client.timeout)
+            try:
+                info = _json_decode(reply.data.decode())
+            except ValueError:
+                info = None
+            if type(info) is not dict:
+                raise ServerError(f"unreadable stream info for bucket {self.bucket!r}")
+            error = info.get("error")
+            if type(error) is dict:
+                with map_nats_errors(bucket=self.bucket, subject=subject):
+                    js_errors.APIError.from_error({"code": 0, **error})
+            state = info.get("state") or {}
+            page = sorted((state.get("subjects") or {}).keys())
+            if previous_last is not None and page and page[0] > previous_last and offset > 0:
+                offset = max(0, offset - back)  # shifted past what we saw: look further back
+                back *= 2
+                continue
+            found.update(page)
+            last_seq = max(last_seq, int(state.get("last_seq") or 0))
+            total = int(info.get("total") or 0)
+            end = int(info.get("offset") or 0) + len(page)
+            if not page or end >= total:
+                return found, last_seq
+            previous_last = page[-1]
+            back = _PAGE_OVERLAP
+            offset = max(0, end - back)
 
     async def history(self, key: str) -> list[Change[T]]:
         """Every retained change of ``key``, oldest first (``history=`` of the bucket)."""
@@ -444,9 +537,15 @@ class ObjectStore(Generic[T]):
         return [self._change_from_msg(m) for m in await self._scan(key, api.DeliverPolicy.ALL)]
 
     async def _scan(
-        self, pattern: str, policy: api.DeliverPolicy, *, headers_only: bool = False
+        self,
+        pattern: str,
+        policy: api.DeliverPolicy,
+        *,
+        headers_only: bool = False,
+        until: int | None = None,
     ) -> list[Msg]:
-        """Read what matches ``pattern`` up to now through a short-lived ordered consumer."""
+        """Read what matches ``pattern`` up to now (or up to stream sequence ``until``)
+        through a short-lived ordered consumer."""
         subject = self._prefix + pattern
         js = self._client.js
         msgs: list[Msg] = []
@@ -470,6 +569,8 @@ class ObjectStore(Generic[T]):
                     msg = await sub.next_msg(timeout=self._client.timeout)
                     msgs.append(msg)
                     if msg.metadata.num_pending == 0:
+                        return msgs
+                    if until is not None and msg.metadata.sequence.stream >= until:
                         return msgs
             finally:
                 await _close_subscription(self, sub)
@@ -512,8 +613,8 @@ class ObjectStore(Generic[T]):
         Raises :class:`ConflictError` at once when it is not; no retry.
         """
         self._check_key(key)
-        if revision < 0:
-            raise ConfigError(f"revision must be >= 0, got {revision}")
+        if type(revision) is not int or revision < 0:
+            count("revision", revision, minimum=0)
         data = self._encode(key, value)
         new_revision = await self._publish(key, data, expected=revision, ttl=ttl)
         self._remember(key, _Raw(new_revision, data))
@@ -525,6 +626,8 @@ class ObjectStore(Generic[T]):
         With ``revision``, only if that is still the latest revision, else :class:`ConflictError`.
         """
         self._check_key(key)
+        if revision is not None:
+            count("revision", revision, minimum=0)
         new = await self._publish(key, b"", expected=revision, headers={_KV_OP: "DEL"})
         self._remember(key, _Raw(new, None))
 
@@ -766,6 +869,8 @@ class ObjectStore(Generic[T]):
         as it happens; ``include_history`` replays all retained revisions first, and
         ``updates_only`` skips the initial values. It survives reconnects and server restarts
         without losing or repeating a change. Use ``async with`` (or ``aclose()``) to stop.
+        Once its client closes, or its connection closes for good, iterating raises
+        :class:`jsflow.ConnectionClosedError` (within about a second).
         """
         validate_pattern(key_or_pattern)
         if include_history and updates_only:
@@ -879,6 +984,9 @@ async def _close_subscription(store: ObjectStore[Any], sub: Any) -> None:
 _RELAY_ATTR = "_jsflow_reconnect_relay"
 _RESUME_ATTEMPTS = 10
 _RESUME_MAX_BACKOFF = 1.0
+# How often a running feed checks (locally, no I/O) whether its connection closed for good:
+# nats-py ends no subscription then, so a waiting iterator would wait forever.
+_CLOSED_CHECK = 0.5
 
 
 class _ReconnectRelay:
@@ -917,6 +1025,21 @@ def _reconnect_relay(client: Client) -> _ReconnectRelay:
     return relay
 
 
+class _FeedCloser:
+    """Registered with :meth:`Client.on_close` for a running feed: the client's close ends
+    the feed with :class:`ConnectionClosedError` (before the connection goes)."""
+
+    __slots__ = ("_feed",)
+
+    def __init__(self, feed: _OrderedFeed) -> None:
+        self._feed = feed
+
+    async def aclose(self) -> None:
+        feed = self._feed
+        feed._fail(ConnectionClosedError(f"the client closed ({feed._subject})"))
+        await feed._close_feed()
+
+
 class _OrderedFeed:
     """An ordered consumer on ``subject`` that resumes promptly, exactly where it left off.
 
@@ -927,6 +1050,10 @@ class _OrderedFeed:
     the last delivered are skipped, so however the consumers overlap, each change is
     delivered once and in order. A feed with ``DeliverPolicy.NEW`` notes where its consumer
     started, so that nothing written after that is missed or replayed either.
+
+    A feed ends with :class:`ConnectionClosedError` (:meth:`_fail`) when its client closes
+    or its connection closes for good (checked every ``_CLOSED_CHECK`` seconds by a timer,
+    not a task).
     """
 
     def __init__(self, store: ObjectStore[Any], subject: str, policy: api.DeliverPolicy) -> None:
@@ -939,9 +1066,39 @@ class _OrderedFeed:
         self._resume_task: asyncio.Task[None] | None = None
         self._resume_again = False
         self._floor_known = False
+        self._closer = _FeedCloser(self)
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._failure: ConnectionClosedError | None = None
 
     async def _on_msg(self, msg: Msg) -> None:
         raise NotImplementedError
+
+    def _failed(self, exc: ConnectionClosedError) -> None:
+        """What a subclass does when the feed ends for good (wake its waiters with ``exc``)."""
+        raise NotImplementedError
+
+    def _fail(self, exc: ConnectionClosedError) -> None:
+        """End the feed with ``exc``: no more changes; waiters get ``exc``."""
+        if self._failure is not None or self._closed:
+            return
+        self._failure = exc
+        self._failed(exc)
+
+    def _arm_watchdog(self) -> None:
+        self._watchdog = asyncio.get_running_loop().call_later(_CLOSED_CHECK, self._check_closed)
+
+    def _check_closed(self) -> None:
+        self._watchdog = None
+        if self._closed:
+            return
+        if not self._store._client.nc.is_closed:
+            self._arm_watchdog()
+            return
+        self._fail(ConnectionClosedError(f"the connection is closed ({self._subject})"))
+        # Nothing to tell the server any more: forget the subscription here, synchronously.
+        self._closed = True
+        self._forget()
+        self._sub = None
 
     def _resume_from(self) -> int | None:
         """Where a new consumer starts: after the last revision seen (``None``: the policy)."""
@@ -953,6 +1110,9 @@ class _OrderedFeed:
         store = self._store
         sub = self._sub = await _ordered_subscribe(store, self._subject, self._policy, self._on_msg)
         _reconnect_relay(store._client).add(self)
+        store._client.on_close(self._closer)
+        if self._watchdog is None:
+            self._arm_watchdog()
         if self._policy is api.DeliverPolicy.NEW:
             # A new consumer reports the stream's last sequence as delivered: everything
             # after it is this feed's to deliver, even across a reconnect before any change.
@@ -1012,14 +1172,25 @@ class _OrderedFeed:
             # nats-py's heartbeat-driven recovery of the old consumer is still there.
             _log.warning("store.feed.resume_failed", bucket=store.bucket, subject=self._subject)
 
-    async def _close_feed(self) -> None:
-        self._closed = True
-        relay: _ReconnectRelay | None = getattr(self._store._client, _RELAY_ATTR, None)
+    def _forget(self) -> None:
+        """Unhook from the client (relay, close hook, watchdog) and cancel a resume."""
+        client = self._store._client
+        relay: _ReconnectRelay | None = getattr(client, _RELAY_ATTR, None)
         if relay is not None:
             relay.discard(self)
-        task, self._resume_task = self._resume_task, None
+        client.off_close(self._closer)
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
+        task = self._resume_task
         if task is not None and task is not asyncio.current_task():
             task.cancel()
+
+    async def _close_feed(self) -> None:
+        self._closed = True
+        self._forget()
+        task, self._resume_task = self._resume_task, None
+        if task is not None and task is not asyncio.current_task():
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         sub, self._sub = self._sub, None
@@ -1053,6 +1224,9 @@ class Watch(_OrderedFeed, Generic[T]):
             return
         self._queue.put_nowait(change)
 
+    def _failed(self, exc: ConnectionClosedError) -> None:
+        self._queue.put_nowait(exc)
+
     async def start(self) -> None:
         """Create the server-side consumer (done by the first ``__anext__`` otherwise)."""
         if self._sub is not None or self._closed:
@@ -1067,6 +1241,10 @@ class Watch(_OrderedFeed, Generic[T]):
         return self
 
     async def __anext__(self) -> Change[T]:
+        """The next change; :class:`ConnectionClosedError` once the client or its connection
+        closed, ``StopAsyncIteration`` after :meth:`aclose`."""
+        if self._failure is not None:
+            raise self._failure
         if self._closed:
             raise StopAsyncIteration
         await self.start()
@@ -1110,14 +1288,25 @@ class KeyListener(Generic[T]):
         self._hub = hub
         self.key = key
         self._event = asyncio.Event()
+        self._error: ConnectionClosedError | None = None
         self.latest: Change[T] | None = None
 
     def _notify(self, change: Change[T]) -> None:
         self.latest = change
         self._event.set()
 
+    def _fail(self, exc: ConnectionClosedError) -> None:
+        self._error = exc
+        self._event.set()
+
     async def wait(self, timeout: float | None = None) -> Change[T] | None:
-        """Wait for the next change of the key (the latest of several); ``None`` on timeout."""
+        """Wait for the next change of the key (the latest of several); ``None`` on timeout.
+
+        Raises :class:`ConnectionClosedError` once the shared watch ended for good (the
+        client or its connection closed, or the store was closed): no change can come.
+        """
+        if self._error is not None:
+            raise self._error
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
             # arrives together with the event, leaving a waiter loop that never stops.
@@ -1125,6 +1314,8 @@ class KeyListener(Generic[T]):
                 await self._event.wait()
         except TimeoutError:
             return None
+        if self._error is not None:
+            raise self._error
         self._event.clear()
         return self.latest
 
@@ -1169,6 +1360,12 @@ class _ListenerHub(_OrderedFeed, Generic[T]):
         for listener in list(listeners):
             listener._notify(change)
 
+    def _failed(self, exc: ConnectionClosedError) -> None:
+        self.alive = False
+        for group in list(self._listeners.values()):
+            for listener in list(group):
+                listener._fail(exc)
+
     def add(self, key: str) -> KeyListener[T]:
         listener = KeyListener(self, key)
         self._listeners.setdefault(key, set()).add(listener)
@@ -1182,5 +1379,6 @@ class _ListenerHub(_OrderedFeed, Generic[T]):
                 del self._listeners[listener.key]
 
     async def stop(self) -> None:
+        self._fail(ConnectionClosedError(f"the store {self._typed_store.bucket!r} was closed"))
         self.alive = False
         await self._close_feed()

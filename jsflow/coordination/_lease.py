@@ -37,6 +37,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from jsflow._proto.common_pb2 import Lease
+from jsflow._validate import check_name, duration, optional_duration
 from jsflow.errors import (
     ConfigError,
     ConflictError,
@@ -47,7 +48,7 @@ from jsflow.errors import (
 )
 from jsflow.keys import validate_key
 from jsflow.observability import get_logger, tracer
-from jsflow.store import KeyListener, ObjectStore
+from jsflow.store import MIN_TTL, KeyListener, ObjectStore
 
 if TYPE_CHECKING:
     from jsflow.client import Client
@@ -66,9 +67,6 @@ __all__ = [
 
 R = TypeVar("R")
 _log = get_logger(__name__)
-
-MIN_TTL = 1.0
-"""The shortest lease the server accepts: it rejects per-message TTLs under one second."""
 
 
 _owner_prefix: dict[int, str] = {}  # pid -> "host:pid:random", recomputed after a fork
@@ -90,21 +88,14 @@ def new_owner_id() -> str:
 
 
 def check_ttl(ttl: float) -> float:
-    """Return ``ttl`` as a float, or raise :class:`ConfigError` when it is not a usable lease."""
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
-        raise ConfigError(f"ttl must be a number of seconds, got {type(ttl).__name__}")
-    if not ttl >= MIN_TTL or ttl == float("inf"):
-        raise ConfigError(f"ttl must be a finite number of seconds >= {MIN_TTL}, got {ttl}")
-    return float(ttl)
+    """Return ``ttl`` as a float, or raise :class:`ConfigError` when it is not a usable lease
+    (a finite number of seconds, at least the server's minimum of one second)."""
+    return duration("ttl", ttl, minimum=MIN_TTL, positive=False)
 
 
 def check_timeout(timeout: float | None) -> float | None:
     """Return ``timeout`` or raise :class:`ConfigError` when it is negative or not a number."""
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
-        raise ConfigError(f"timeout must be None or a number >= 0, got {timeout!r}")
-    return float(timeout)
+    return optional_duration("timeout", timeout, positive=False)
 
 
 def check_owner(owner: str | None) -> str:
@@ -192,13 +183,39 @@ class HeldLease:
         self._io = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
-        # When the last successful write was *sent*: the lease surely lasts until then + ttl.
+        # When the last successful write was *sent*: the lease surely lasts until then + ttl
+        # (the server keeps ceil(ttl) whole seconds from its receipt, which is later).
         self._renewed_at = time.monotonic() if written_at is None else written_at
+        self._expiry: asyncio.TimerHandle | None = None
+        self._arm_expiry()
+
+    @property
+    def expires_at(self) -> float:
+        """``time.monotonic()`` until which this holder counts on the lease: the send time of
+        its last successful write plus ``ttl``, never later than the server keeps it."""
+        return self._renewed_at + self.ttl
 
     @property
     def held(self) -> bool:
-        """Whether the lease is neither released nor known to be lost."""
-        return not self._released and not self.lost.is_set()
+        """Whether the lease is neither released nor known to be lost, and its ttl since the
+        last successful write has not run out."""
+        return not self._released and not self.lost.is_set() and time.monotonic() < self.expires_at
+
+    def _arm_expiry(self) -> None:
+        """Set :attr:`lost` once :attr:`expires_at` passes without a successful renewal."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        delay = max(0.0, self.expires_at - time.monotonic())
+        self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
+
+    def _expired(self) -> None:
+        self._expiry = None
+        if self._released or self.lost.is_set():
+            return
+        if time.monotonic() < self.expires_at:  # renewed meanwhile
+            self._arm_expiry()
+            return
+        self._mark_lost(f"not renewed within its ttl of {self.ttl:g}s")
 
     @property
     def fencing_token(self) -> int:
@@ -247,6 +264,8 @@ class HeldLease:
                 raise self._mark_lost("it expired or was taken over before renewal") from None
             self.revision = entry.revision
             self._renewed_at = sent
+            if not self._released and not self.lost.is_set():
+                self._arm_expiry()
 
     async def _renew_once(self) -> None:
         try:
@@ -283,6 +302,9 @@ class HeldLease:
             if self._released:
                 return
             self._released = True
+            expiry, self._expiry = self._expiry, None
+            if expiry is not None:
+                expiry.cancel()
             if self.lost.is_set():
                 raise LockLostError(
                     f"lease {self.key!r} in bucket {self.store.bucket!r} was lost before release"
@@ -322,11 +344,14 @@ async def _wait_any(listeners: Sequence[KeyListener[Lease]], timeout: float) -> 
         return
     tasks = [asyncio.ensure_future(listener.wait(timeout)) for listener in listeners]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:  # a listener whose watch ended (client closed) says so
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
 
 def has_local_waiters(store: ObjectStore[Any], gate_id: str) -> bool:
@@ -411,14 +436,10 @@ class LeasedPrimitive:
         self._client = client
         self.name = validate_key(name)
         self.ttl = check_ttl(ttl)
-        self.bucket = self._default_bucket if bucket is None else bucket
-        if not isinstance(self.bucket, str) or not self.bucket:
-            raise ConfigError(f"bucket must be a non-empty str, got {bucket!r}")
+        self.bucket = check_name("bucket", self._default_bucket if bucket is None else bucket)
         self.owner = check_owner(owner)
         self.auto_renew = bool(auto_renew)
-        self.recheck = self.ttl if recheck is None else float(recheck)
-        if not self.recheck > 0:
-            raise ConfigError(f"recheck must be positive, got {recheck!r}")
+        self.recheck = self.ttl if recheck is None else duration("recheck", recheck)
         self.lost = asyncio.Event()
         """Set as soon as this instance learns that the lease it holds is lost."""
         self._local = asyncio.Lock()

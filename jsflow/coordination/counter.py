@@ -14,8 +14,9 @@ import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
-from jsflow._js import api, js_errors, map_nats_errors
+from jsflow._js import api, codes, headers, js_errors, map_nats_errors
 from jsflow._proto.counter_pb2 import CounterState
+from jsflow._validate import MAX_NAME_LEN, check_name, count
 from jsflow.errors import ConfigError, ServerError
 from jsflow.keys import validate_key
 from jsflow.observability import get_logger, tracer
@@ -27,22 +28,23 @@ if TYPE_CHECKING:
 __all__ = ["Counter"]
 
 _log = get_logger(__name__)
-_INCR = "Nats-Incr"
-_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_INCR = headers.INCR
 _MIN_NATIVE = (2, 12)
 _INT64 = (-(2**63), 2**63 - 1)
+_BUCKET_PREFIX = "jsflow_counter_"
 
 
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not name or not set(name) <= _NAME_CHARS:
-        raise ConfigError(f"invalid counter name {name!r}: use A-Z a-z 0-9 - _")
-    return name
+    # The name is part of the bucket name "jsflow_counter_<name>", which is bounded too.
+    return check_name("counter name", name, max_len=MAX_NAME_LEN - len(_BUCKET_PREFIX))
+
+
+# Native counters are arbitrary-precision on the server; this only keeps the header short.
+_MAX_N = 10**300
 
 
 def _check_n(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise ConfigError(f"n must be an int, got {type(n).__name__}")
-    return n
+    return count("n", n, minimum=-_MAX_N, maximum=_MAX_N)
 
 
 class Counter:
@@ -63,10 +65,9 @@ class Counter:
         self.name = _check_name(name)
         if native not in (None, True, False):
             raise ConfigError(f"native must be None, True or False, got {native!r}")
-        if replicas not in (1, 2, 3, 4, 5):
-            raise ConfigError(f"replicas must be between 1 and 5, got {replicas}")
+        count("replicas", replicas, minimum=1, maximum=5)
         self.stream = f"JSFLOW_COUNTER_{name}"
-        self.bucket = f"jsflow_counter_{name}"
+        self.bucket = f"{_BUCKET_PREFIX}{name}"
         self._prefix = f"jsflow.counter.{name}."
         self._client = client
         self._want_native = native
@@ -129,7 +130,7 @@ class Counter:
                 try:
                     info = await js.add_stream(config)
                 except js_errors.BadRequestError as exc:
-                    if exc.err_code != 10058:  # created concurrently: bind to it
+                    if exc.err_code != codes.STREAM_NAME_IN_USE:  # created concurrently: bind
                         raise
                     info = await js.stream_info(self.stream)
         if not info.config.allow_msg_counter:

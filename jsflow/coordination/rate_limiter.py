@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from opentelemetry import trace
 
 from jsflow._proto.rate_limiter_pb2 import RateLimitState
+from jsflow._validate import check_name, count, number, optional_duration
 from jsflow.errors import ConfigError, ConflictError, JsflowError, RateLimitExceeded
 from jsflow.keys import validate_key
 from jsflow.observability import get_logger, tracer
@@ -150,11 +151,7 @@ class _Denied(JsflowError):
 
 
 def _positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a number, got {type(value).__name__}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ConfigError(f"{name} must be a positive finite number, got {value}")
-    return float(value)
+    return number(name, value, minimum=0.0, exclusive_minimum=True)
 
 
 def _token(name: str) -> str:
@@ -193,9 +190,10 @@ class RateLimiter:
         self.rate = _positive("rate", rate)
         self.per = _positive("per", per)
         if burst is None:
-            burst = max(1, math.floor(self.rate))
-        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-            raise ConfigError(f"burst must be an int >= 1, got {burst!r}")
+            burst = max(1, math.floor(min(self.rate, 2.0**62)))
+        count("burst", burst, minimum=1)
+        if not self.per / self.rate > 0:
+            raise ConfigError(f"rate {rate} per {per}s is out of range (interval underflows)")
         if algorithm not in _ALGORITHMS:
             raise ConfigError(f"algorithm must be one of {_ALGORITHMS}, got {algorithm!r}")
         if algorithm == "sliding_window" and burst > _MAX_WINDOW_BURST:
@@ -207,7 +205,7 @@ class RateLimiter:
             raise ConfigError("clock must be a callable returning Unix seconds")
         self.burst = burst
         self.algorithm: Algorithm = algorithm
-        self.bucket = bucket
+        self.bucket = check_name("bucket", bucket)
         self.interval = self.per / self.rate
         # GCRA's delay tolerance and the window's period are the same span: burst intervals.
         self.span = self.burst * self.interval
@@ -231,8 +229,7 @@ class RateLimiter:
 
     def _key(self, key: str, cost: int) -> str:
         if type(cost) is not int or not 1 <= cost <= self.burst:
-            if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
-                raise ConfigError(f"cost must be an int >= 1, got {cost!r}")
+            count("cost", cost, minimum=1)
             if cost > self.burst:
                 raise ConfigError(
                     f"cost {cost} exceeds burst {self.burst}: it could never be admitted"
@@ -241,8 +238,10 @@ class RateLimiter:
             full = self._prefix + key
             if full in self._known:  # validated when it was first seen
                 return full
-        validate_key(key)
-        return self._prefix + key
+        if not isinstance(key, str):
+            validate_key(key)  # InvalidKeyError naming the type
+        # The stored key is "<name>.<key>": that whole key must be legal (and bounded).
+        return validate_key(self._prefix + key)
 
     async def _get_store(self) -> ObjectStore[Any]:
         if self._store is None:
@@ -402,11 +401,7 @@ class RateLimiter:
         then admits less, never more).
         """
         full_key = self._key(key, cost)
-        if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-                raise ConfigError(f"timeout must be a number or None, got {timeout!r}")
-            if not (timeout >= 0 and math.isfinite(timeout)):
-                raise ConfigError(f"timeout must be >= 0 and finite, got {timeout}")
+        timeout = optional_duration("timeout", timeout, positive=False)
         loop = asyncio.get_running_loop()
         deadline = math.inf if timeout is None else loop.time() + timeout
 

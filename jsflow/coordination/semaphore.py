@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from jsflow._proto.common_pb2 import Lease
+from jsflow._validate import count
 from jsflow.coordination._lease import HeldLease, LeasedPrimitive, try_create_lease
-from jsflow.errors import ConfigError
+from jsflow.keys import validate_key
 from jsflow.store import ObjectStore
 
 if TYPE_CHECKING:
@@ -50,10 +51,7 @@ class Semaphore(LeasedPrimitive):
         auto_renew: bool = True,
         recheck: float | None = None,
     ) -> None:
-        if isinstance(permits, bool) or not isinstance(permits, int):
-            raise ConfigError(f"permits must be an int, got {type(permits).__name__}")
-        if not 1 <= permits <= MAX_PERMITS:
-            raise ConfigError(f"permits must be between 1 and {MAX_PERMITS}, got {permits}")
+        count("permits", permits, minimum=1, maximum=MAX_PERMITS)
         super().__init__(
             client,
             name,
@@ -64,6 +62,8 @@ class Semaphore(LeasedPrimitive):
             recheck=recheck,
         )
         self.permits = permits
+        # The longest slot key must be a legal key too (a name near the key bound is not).
+        validate_key(f"{self.name}.{permits - 1}")
         self._slots = tuple(f"{self.name}.{i}" for i in range(permits))
         self._slot: str | None = None
 

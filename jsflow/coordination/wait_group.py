@@ -12,6 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from jsflow._proto.wait_group_pb2 import WaitGroupState
+from jsflow._validate import check_name, count, duration
 from jsflow.coordination._lease import check_timeout
 from jsflow.errors import ConfigError, RequestTimeoutError
 from jsflow.keys import validate_key
@@ -47,12 +48,8 @@ class WaitGroup:
     ) -> None:
         self._client = client
         self.name = validate_key(name)
-        if not isinstance(bucket, str) or not bucket:
-            raise ConfigError(f"bucket must be a non-empty str, got {bucket!r}")
-        if isinstance(recheck, bool) or not isinstance(recheck, int | float) or recheck <= 0:
-            raise ConfigError(f"recheck must be a positive number, got {recheck!r}")
-        self.bucket = bucket
-        self.recheck = float(recheck)
+        self.bucket = check_name("bucket", bucket)
+        self.recheck = duration("recheck", recheck)
 
     async def _store(self) -> ObjectStore[WaitGroupState]:
         return await self._client.object_store(self.bucket, WaitGroupState)
@@ -63,8 +60,7 @@ class WaitGroup:
         Raises :class:`NegativeCountError`, writing nothing, when the count would drop
         below zero, and :class:`jsflow.ConfigError` for ``n`` that is not an int.
         """
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise ConfigError(f"n must be an int, got {type(n).__name__}")
+        count("n", n, minimum=-(2**63), maximum=2**63 - 1)
         name = self.name
 
         def apply(state: WaitGroupState) -> None:
