@@ -200,7 +200,8 @@ async def test_undecodable_message_is_dead_lettered_at_once(jsflow_client):
 
 
 async def test_dead_letter_publish_failure_naks_instead_of_dropping(jsflow_client):
-    # given a dead-letter subject that no stream captures
+    # given a dead-letter stream that goes away after the flow started (a subject no stream
+    # captures at start is refused with ConfigError: see test_flow_hardening.py)
     name = unique("dlfail")
 
     async def broken(msg):
@@ -213,8 +214,10 @@ async def test_dead_letter_publish_failure_naks_instead_of_dropping(jsflow_clien
         max_deliver=1,
         backoff=[0.05],
         dead_letter=f"nowhere.{name}",
+        dead_letter_stream=f"GONE_{name}",
     )
     async with flow:
+        await jsflow_client.js.delete_stream(f"GONE_{name}")
         await publish_json(jsflow_client, f"in.{name}", [1])
         await eventually(lambda: _delivered_at_least(jsflow_client, name, 3))
     # then the message was never terminated: it keeps coming back, still in the stream

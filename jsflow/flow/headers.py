@@ -9,9 +9,14 @@ __all__ = [
     "ERROR_TYPE",
     "FAILED_AT",
     "MSG_ID",
+    "HEADERS_DROPPED",
     "ORIGINAL_MSG_ID",
+    "ORIGINAL_SEQUENCE",
+    "ORIGINAL_SIZE",
+    "ORIGINAL_STREAM",
     "ORIGINAL_SUBJECT",
     "STAGE",
+    "TRUNCATED",
     "propagated",
 ]
 
@@ -24,6 +29,11 @@ DELIVERY = "Jsflow-Delivery"
 FAILED_AT = "Jsflow-Failed-At"
 ORIGINAL_MSG_ID = "Jsflow-Original-Msg-Id"
 ORIGINAL_SUBJECT = "Jsflow-Original-Subject"
+ORIGINAL_STREAM = "Jsflow-Original-Stream"
+ORIGINAL_SEQUENCE = "Jsflow-Original-Sequence"
+ORIGINAL_SIZE = "Jsflow-Original-Size"  # body bytes of the original, set when truncated
+TRUNCATED = "Jsflow-Truncated"  # "true": the dead letter's body is a prefix of the original
+HEADERS_DROPPED = "Jsflow-Headers-Dropped"  # original headers left out to fit max_payload
 
 
 def propagated(headers: dict[str, str] | None) -> dict[str, str]:

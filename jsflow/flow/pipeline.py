@@ -11,9 +11,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from jsflow._js import Msg
+from jsflow._validate import count
 from jsflow.errors import ConfigError, JsflowError, RequestTimeoutError
 from jsflow.flow._stages import Run, StageFailure, compile_stages, run_stages
-from jsflow.flow.dead_letter import publish_dead_letter
+from jsflow.flow.consume import Settlement, SettlePolicy, fetch_loop
+from jsflow.flow.dead_letter import DeadLetter
 from jsflow.flow.errors import FlowError
 from jsflow.flow.handler import Middleware, Stage, StageFn, as_stage_fn
 from jsflow.flow.message import Message
@@ -22,7 +24,6 @@ from jsflow.flow.operators import Batch
 from jsflow.flow.sink import Sink
 from jsflow.flow.source import StreamSource
 from jsflow.flow.state import MessageState, MessageStatus, StateRecorder
-from jsflow.flow.streams import ensure_stream
 from jsflow.observability import get_logger
 
 if TYPE_CHECKING:
@@ -32,8 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["FlowHandler"]
 
 _log = get_logger(__name__)
-_MAX_FETCH_ERRORS = 30
-_DEAD_LETTER_MARGIN = 10  # extra deliveries the server allows for a failing dead-letter publish
+_FLUSH_TIMEOUT = 2  # seconds a graceful stop waits for the acks it sent to reach the server
 
 
 def _output_id_prefix(stream: str, sequence: int, durable: str) -> str:
@@ -53,9 +53,13 @@ class FlowHandler:
     sink publish it caused succeeded. A failure naks it with the delay ``backoff[attempt-1]``
     (the last value repeats); the ``max_deliver``-th failure publishes it to ``dead_letter``
     (original body and headers plus ``Jsflow-Error-*`` headers) and terminates it, and a
-    message that does not decode goes there at once. When that publish fails the message is
-    nak'ed instead, never dropped. Outputs carry ``Nats-Msg-Id``
-    ``<stream>:<sequence>:<durable>:<index>`` (dead letters ``...:dead``).
+    message that does not decode goes there at once, as does a failure no retry can fix
+    (an output over the server's ``max_payload``, an invalid key: see
+    :mod:`jsflow.flow.consume`). When that publish fails the message is nak'ed instead,
+    never dropped. Outputs carry ``Nats-Msg-Id``
+    ``<stream>:<sequence>:<durable>:<index>`` (dead letters ``...:dead``). ``dead_letter``
+    must be a literal subject that no source reads and that a stream captures (checked when
+    the flow starts), or ``dead_letter_stream`` names the stream to create for it.
 
     ``concurrency`` bounds messages in flight. With ``key``, messages with equal keys are
     processed one at a time in stream order, across failures too: a failing message is
@@ -72,7 +76,8 @@ class FlowHandler:
     :attr:`metrics`; pass one to share it with the metrics middleware.
 
     ``await flow.run()`` runs until cancelled or :meth:`stop`; ``async with flow:`` runs it
-    in a task the flow owns and drains it on exit.
+    in a task the flow owns and drains it on exit. When the connection closes for good,
+    :meth:`run` ends with :class:`jsflow.ConnectionClosedError` within a fetch timeout.
     """
 
     def __init__(
@@ -98,28 +103,37 @@ class FlowHandler:
             raise ConfigError(f"source must be a StreamSource or a list of them, got {source!r}")
         if len({(s.stream, s.durable) for s in sources}) != len(sources):
             raise ConfigError("two sources share a stream and durable consumer")
-        if concurrency < 1:
-            raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
-        if max_deliver < 1:
-            raise ConfigError(f"max_deliver must be >= 1, got {max_deliver}")
-        if any(not (b >= 0) for b in backoff):
-            raise ConfigError(f"backoff delays must be >= 0, got {list(backoff)}")
+        concurrency = count("concurrency", concurrency, maximum=100_000)
         if sink is not None and not isinstance(sink, Sink):
             raise ConfigError(f"sink must have open() and publish(), got {sink!r}")
         if dead_letter_stream is not None and dead_letter is None:
             raise ConfigError("dead_letter_stream needs a dead_letter subject")
         if key is not None and not callable(key):
             raise ConfigError(f"key must be a callable, got {key!r}")
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"name must be a str, got {name!r}")
+        dead = DeadLetter(dead_letter, dead_letter_stream) if dead_letter is not None else None
+        if dead is not None:
+            for s in sources:
+                dead.check_not_consumed(s.subjects, f"source {s!r}")
         self.client = client
         self.sources = sources
         self.sink = sink
         self.concurrency = concurrency
-        self.max_deliver = max_deliver
-        self.backoff = list(backoff)
+        self.name = name or sources[0].durable
+        self._policy = SettlePolicy(
+            client,
+            max_deliver=max_deliver,
+            backoff=backoff,
+            dead_letter=dead,
+            component="flow",
+            name=self.name,
+        )
+        self.max_deliver = self._policy.max_deliver
+        self.backoff = self._policy.backoff
         self.dead_letter = dead_letter
         self.dead_letter_stream = dead_letter_stream
         self.key = key
-        self.name = name or sources[0].durable
         self.metrics = metrics if metrics is not None else FlowMetrics()
         self._stages: list[StageFn | Batch] = []
         for stage in stages:
@@ -152,13 +166,16 @@ class FlowHandler:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def _open(self) -> None:
-        server_max = self.max_deliver + _DEAD_LETTER_MARGIN if self.dead_letter else -1
+        dead = self._policy.dead_letter
+        # Without a dead letter every failure ends in a term; keyed hand-backs (nak'ed
+        # unprocessed) must not count against a server-side bound then.
+        server_max = self._policy.server_max_deliver if dead is not None else -1
         for source in self.sources:
             await source.open(self.client, max_deliver=server_max)
         if self.sink is not None:
             await self.sink.open(self.client)
-        if self.dead_letter is not None and self.dead_letter_stream is not None:
-            await ensure_stream(self.client, self.dead_letter_stream, [self.dead_letter])
+        if dead is not None:
+            await dead.open(self.client)
 
     async def run(self) -> None:
         """Consume until cancelled or :meth:`stop`; if cancelled, unsettled messages are nak'ed."""
@@ -167,6 +184,7 @@ class FlowHandler:
         self._running = True
         self._stopped.clear()
         loops: list[asyncio.Task[None]] = []
+        ticker: asyncio.Task[None] | None = None
         try:
             await self._open()
             loop = asyncio.get_running_loop()
@@ -190,10 +208,12 @@ class FlowHandler:
                     await asyncio.wait(set(self._tasks))
                 else:
                     await self._idle.wait()
-            ticker.cancel()
-            loops.append(ticker)
+            # Acks sent before the stop went out unconfirmed: a PING round trip makes sure the
+            # server has read them (those settled while draining were confirmed one by one).
+            with contextlib.suppress(Exception):
+                await self.client.nc.flush(timeout=_FLUSH_TIMEOUT)
         finally:
-            await self._shutdown(loops)
+            await self._shutdown([*loops, ticker] if ticker is not None else loops)
 
     async def _shutdown(self, loops: list[asyncio.Task[None]]) -> None:
         pending: list[asyncio.Task[Any]] = [*loops, *self._tasks, *self._workers]
@@ -260,28 +280,29 @@ class FlowHandler:
     # -- fetching and dispatch -------------------------------------------------------------
 
     async def _fetch_loop(self, source: StreamSource[Any]) -> None:
-        errors = 0
-        while not self._stopping.is_set():
+        """The shared fetch loop (:func:`fetch_loop`), asking for what capacity allows."""
+
+        async def reserve() -> int:
             while len(self._inflight) >= self.concurrency and not self._stopping.is_set():
                 self._capacity.clear()
                 await self._capacity.wait()
             if self._stopping.is_set():
-                return
-            n = min(source.batch, self.concurrency - len(self._inflight))
-            try:
-                msgs = await source.fetch(n)
-            except RequestTimeoutError:
-                continue
-            except JsflowError as exc:
-                errors += 1
-                _log.warning("flow.fetch_failed", flow=self.name, error=repr(exc), n=errors)
-                if errors >= _MAX_FETCH_ERRORS:
-                    raise FlowError(f"flow {self.name!r}: fetch failed {errors} times") from exc
-                await asyncio.sleep(min(5.0, 0.1 * 2**errors))
-                continue
-            errors = 0
+                return 0
+            return min(source.batch, self.concurrency - len(self._inflight))
+
+        def deliver(msgs: list[Msg]) -> None:
             for raw in msgs:
                 self._dispatch(source, raw)
+
+        await fetch_loop(
+            source,
+            deliver,
+            client=self.client,
+            stop=self._stopping,
+            reserve=reserve,
+            timeout=source.fetch_timeout,
+            name=f"flow {self.name!r} {source!r}",
+        )
 
     def _dispatch(self, source: StreamSource[Any], raw: Msg) -> None:
         self._inflight[id(raw)] = raw
@@ -430,7 +451,17 @@ class FlowHandler:
         try:
             msg = source.decode(raw, meta)
         except JsflowError as exc:
-            return await self._dead_letter(source, raw, exc, "decode", delivery, msg_id=None)
+            settlement = await self._policy.dead_letter_msg(
+                raw,
+                exc,
+                delivery,
+                stage="decode",
+                dedupe_id=self._dead_id(source, raw),
+                ident=f"{meta.stream}:{meta.sequence.stream}",
+            )
+            return await self._after_settle(
+                raw, None, settlement, stage="decode", delivery=delivery, error=exc
+            )
         if key_error is not None:
             failure = StageFailure("key", key_error)
             return await self._fail(source, raw, msg, failure, delivery)
@@ -454,7 +485,11 @@ class FlowHandler:
             except Exception as exc:
                 failure = exc if isinstance(exc, StageFailure) else StageFailure(run.stage, exc)
                 run.settle(failure.error)
-                if not in_place or attempt >= self.max_deliver or self._stopping.is_set():
+                if (
+                    not in_place
+                    or self._policy.gives_up(failure.error, attempt)
+                    or self._stopping.is_set()
+                ):
                     return await self._fail(source, raw, msg, failure, attempt)
                 if not await self._retry_pause(msg, failure, attempt):
                     return await self._fail(
@@ -462,8 +497,10 @@ class FlowHandler:
                     )  # stopping: hand back
                 attempt += 1
                 msg = msg.replace(delivery=attempt)
-        with contextlib.suppress(Exception):
-            await raw.ack()
+        if self._stopping.is_set():  # draining: stop() returns only once the server has it
+            await self._policy.ack_confirmed(raw)
+        else:
+            await self._policy.ack(raw)
         self._settled(raw)
         metrics = self.metrics
         metrics.processed += 1
@@ -473,7 +510,7 @@ class FlowHandler:
         return None
 
     def _delay(self, attempt: int) -> float:
-        return self.backoff[min(attempt, len(self.backoff)) - 1] if self.backoff else 0.0
+        return self._policy.delay(attempt)
 
     async def _retry_pause(self, msg: Message[Any], failure: StageFailure, attempt: int) -> bool:
         """Count a failed attempt retried in place and wait out its backoff.
@@ -520,6 +557,11 @@ class FlowHandler:
             if isinstance(result, BaseException):
                 raise result
 
+    @staticmethod
+    def _dead_id(source: StreamSource[Any], raw: Msg) -> str:
+        meta = raw.metadata
+        return f"{_output_id_prefix(meta.stream, meta.sequence.stream, source.durable)}:dead"
+
     async def _fail(
         self,
         source: StreamSource[Any],
@@ -528,89 +570,50 @@ class FlowHandler:
         failure: StageFailure,
         delivery: int,
     ) -> float | None:
-        """Nak with backoff, or dead-letter on the last attempt; the nak delay if nak'ed."""
+        """Settle a failure with the policy (nak, or dead letter); the nak delay if nak'ed."""
         self.metrics.failed += 1
-        error = failure.error
-        if delivery >= self.max_deliver:
-            return await self._dead_letter(
-                source, raw, error, failure.stage, delivery, msg_id=msg.id
-            )
-        delay = self._delay(delivery)
-        _log.info(
-            "flow.nak",
-            flow=self.name,
-            id=msg.id,
-            correlation_id=msg.correlation_id,
+        settlement = await self._policy.fail(
+            raw,
+            failure.error,
+            delivery,
             stage=failure.stage,
-            delivery=delivery,
-            delay=delay,
-            error=repr(error),
+            dedupe_id=self._dead_id(source, raw),
+            ident=msg.id,
         )
-        with contextlib.suppress(Exception):
-            await raw.nak(delay=delay)
-        self._settled(raw)
-        await self._record(msg, MessageStatus.FAILED, failure.stage, repr(error))
-        return delay
+        return await self._after_settle(
+            raw, msg, settlement, stage=failure.stage, delivery=delivery, error=failure.error
+        )
 
-    async def _dead_letter(
+    async def _after_settle(
         self,
-        source: StreamSource[Any],
         raw: Msg,
-        error: BaseException,
+        msg: Message[Any] | None,
+        settlement: Settlement,
+        *,
         stage: str,
         delivery: int,
-        *,
-        msg_id: str | None,
+        error: BaseException,
     ) -> float | None:
-        """Publish ``raw`` to the dead letter and terminate it (``None``), or nak it when that
-        publish fails (returns the delay)."""
-        seq = raw.metadata.sequence.stream
-        stream = raw.metadata.stream
-        ident = msg_id or f"{stream}:{seq}"
-        if self.dead_letter is None:
-            _log.error(
-                "flow.dropped_without_dead_letter",
-                flow=self.name,
-                id=ident,
-                stage=stage,
-                delivery=delivery,
-                error=repr(error),
-            )
-        else:
-            try:
-                await publish_dead_letter(
-                    self.client,
-                    self.dead_letter,
-                    data=raw.data,
-                    headers=raw.headers,
-                    subject=raw.subject,
-                    error=error,
-                    delivery=delivery,
-                    dedupe_id=f"{_output_id_prefix(stream, seq, source.durable)}:dead",
-                    stage=stage,
-                )
-            except JsflowError as exc:
-                _log.error("flow.dead_letter_failed", flow=self.name, id=ident, error=repr(exc))
-                delay = self.backoff[-1] if self.backoff else 0.0
-                with contextlib.suppress(Exception):
-                    await raw.nak(delay=delay or None)
-                self._settled(raw)
-                return delay
-            _log.warning(
-                "flow.dead_lettered",
-                flow=self.name,
-                id=ident,
-                stage=stage,
-                delivery=delivery,
-                error=repr(error),
-            )
-        with contextlib.suppress(Exception):
-            await raw.term()
+        """Bookkeeping once the policy settled a failure; the nak delay if handed back."""
         self._settled(raw)
+        if settlement.handed_back:
+            if msg is not None:
+                await self._record(msg, MessageStatus.FAILED, stage, repr(error))
+            return settlement.delay
         self.metrics.dead_lettered += 1
         if self._state is not None:
+            if msg is not None:
+                ident, correlation = msg.id, msg.correlation_id
+            else:
+                meta = raw.metadata
+                ident, correlation = f"{meta.stream}:{meta.sequence.stream}", ""
             await self._state.record(
-                ident, MessageStatus.DEAD, stage=stage, attempts=delivery, error=repr(error)
+                ident,
+                MessageStatus.DEAD,
+                stage=stage,
+                attempts=delivery,
+                error=repr(error)[:1000],
+                correlation_id=correlation,
             )
         return None
 

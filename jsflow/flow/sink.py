@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from jsflow._js import map_nats_errors
+from jsflow._validate import check_name, check_subject
 from jsflow.codec import Codec, codec_for
 from jsflow.errors import CodecError, ConfigError
 from jsflow.flow import headers as h
@@ -61,10 +62,8 @@ class StreamSink(Generic[T]):
         *,
         codec: Codec[T] | None = None,
     ) -> None:
-        if not isinstance(subject, str) or not subject or any(c in subject for c in " *>"):
-            raise ConfigError(f"StreamSink needs a literal subject, got {subject!r}")
-        self.subject = subject
-        self.stream = stream
+        self.subject = check_subject("sink subject", subject)
+        self.stream = None if stream is None else check_name("sink stream", stream)
         self.codec: Codec[Any] | None = codec_for(tp, codec) if tp is not None else codec
         self._client: Client | None = None
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from jsflow._js import Msg, Puller, api, map_nats_errors
+from jsflow._validate import check_name, check_subject, count, duration, number
 from jsflow.codec import Codec, codec_for
 from jsflow.errors import (
     CodecError,
@@ -21,9 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["StreamSource"]
 
 T = TypeVar("T")
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-_STATUS = "Status"
-_GRACE = 0.5  # seconds a fetch waits past its pull request's expiry for the server's answer
 
 
 class StreamSource(Generic[T]):
@@ -48,19 +45,22 @@ class StreamSource(Generic[T]):
         fetch_timeout: float = 1.0,
         max_ack_pending: int = 10_000,
     ) -> None:
-        subject_list = [subjects] if isinstance(subjects, str) else list(subjects)
-        if not _NAME.match(stream or ""):
-            raise ConfigError(f"invalid stream name {stream!r}: use A-Z a-z 0-9 - _")
-        if not _NAME.match(durable or ""):
-            raise ConfigError(f"invalid durable name {durable!r}: use A-Z a-z 0-9 - _")
-        if not subject_list or not all(isinstance(s, str) and s for s in subject_list):
-            raise ConfigError(f"StreamSource needs one or more subjects, got {subjects!r}")
-        if batch < 1:
-            raise ConfigError(f"batch must be >= 1, got {batch}")
-        if not ack_wait > 0 or not fetch_timeout > 0:
-            raise ConfigError("ack_wait and fetch_timeout must be positive")
-        if max_ack_pending < 1:
-            raise ConfigError(f"max_ack_pending must be >= 1, got {max_ack_pending}")
+        if isinstance(subjects, str):
+            subject_list = [subjects]
+        elif isinstance(subjects, list | tuple):
+            subject_list = list(subjects)
+        else:
+            raise ConfigError(f"subjects must be a str or a list of them, got {subjects!r}")
+        if not subject_list:
+            raise ConfigError("StreamSource needs one or more subjects")
+        for subject in subject_list:
+            check_subject("subject", subject, wildcards=True)
+        stream = check_name("stream", stream)
+        durable = check_name("durable", durable)
+        batch = count("batch", batch, maximum=10_000)
+        ack_wait = duration("ack_wait", ack_wait)
+        fetch_timeout = number("fetch_timeout", fetch_timeout, minimum=0.01, maximum=3600.0)
+        max_ack_pending = count("max_ack_pending", max_ack_pending, maximum=10_000_000)
         self.stream = stream
         self.subjects = subject_list
         self.durable = durable

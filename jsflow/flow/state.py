@@ -6,11 +6,12 @@ import enum
 import time
 from dataclasses import dataclass
 
+from jsflow._validate import id_key
 from jsflow.keys import key
 from jsflow.observability import get_logger
 from jsflow.store import ObjectStore
 
-__all__ = ["MessageState", "MessageStatus", "StateRecorder", "state_key"]
+__all__ = ["MessageState", "MessageStatus", "StateRecorder", "bounded_key", "state_key"]
 
 _log = get_logger(__name__)
 
@@ -38,9 +39,22 @@ class MessageState:
     updated_at: float = 0.0
 
 
+_MAX_READABLE = 512  # longer escaped ids are hashed (keys are bounded at 1,024 chars)
+
+
+def bounded_key(*parts: str) -> str:
+    """:func:`jsflow.key` of ``parts``, the last one hashed (``id_key``) when the key would
+    be long: ids come from message headers, and a remote id must never make a key illegal."""
+    if len(parts[-1]) <= _MAX_READABLE:
+        built = key(*parts)
+        if len(built) <= _MAX_READABLE:
+            return built
+    return key(*parts[:-1], id_key(parts[-1]))
+
+
 def state_key(message_id: str) -> str:
-    """The state-store key of a message id (any string made a legal key)."""
-    return key("msg", message_id)
+    """The state-store key of a message id (any string made a legal, bounded key)."""
+    return bounded_key("msg", message_id)
 
 
 class StateRecorder:
@@ -61,7 +75,7 @@ class StateRecorder:
     ) -> None:
         """Write the state of ``message_id`` (last write wins)."""
         state = MessageState(
-            id=message_id,
+            id=message_id[:1024],
             status=status,
             stage=stage,
             attempts=attempts,
@@ -72,7 +86,7 @@ class StateRecorder:
         try:
             await self.store.put(state_key(message_id), state)
         except Exception as exc:  # bookkeeping must not change the message's fate
-            _log.warning("flow.state_write_failed", id=message_id, error=repr(exc))
+            _log.warning("flow.state_write_failed", id=message_id[:200], error=repr(exc))
 
     async def get(self, message_id: str) -> MessageState | None:
         """The recorded state of ``message_id``, if any."""

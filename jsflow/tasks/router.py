@@ -5,20 +5,23 @@
     await router.run()   # until cancelled
 
 One event becomes its set of task requests in one atomic batch publish; each task id is a
-hash of the event's identity (its ``Nats-Msg-Id``, else stream and sequence) and the rule,
-so a redelivered event finds its tasks already there and publishes nothing new.
+hash of the event's identity (its stream and sequence) and the rule, so a redelivered event
+finds its tasks already there and publishes nothing new. Identity is the stored message,
+not its ``Nats-Msg-Id``: two events that reuse an id after the server's duplicate window
+are two stored messages and each gets its tasks (deduping publishes inside the window is
+the server's job), and no remote header value ever becomes part of a key.
 
 Redelivery is bounded: an event whose expansion fails is nak'ed with ``backoff`` delays and,
 after ``max_deliver`` attempts (at once when it cannot be mapped), published to the
 ``dead_letter`` subject with its original body and headers plus the error headers of the
 flow layer (``Jsflow-Error-Type``, ``Jsflow-Error-Message``, ``Jsflow-Delivery``,
 ``Jsflow-Failed-At``), then terminated. Without a dead letter it is logged and terminated.
+Consuming and settling are the flow layer's shared mechanism (:mod:`jsflow.flow.consume`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import tomllib
@@ -27,11 +30,12 @@ from dataclasses import dataclass
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
-from jsflow._js import Msg, api, js_errors, map_nats_errors, nats_errors
-from jsflow.errors import CodecError, ConfigError, JsflowError
-from jsflow.flow.dead_letter import publish_dead_letter
-from jsflow.flow.streams import ensure_stream
-from jsflow.keys import validate_pattern
+from jsflow._js import Msg, Puller, api, js_errors, map_nats_errors
+from jsflow._validate import check_name, check_subject, duration
+from jsflow.errors import CodecError, ConfigError
+from jsflow.flow.consume import Outcome, SettlePolicy, fetch_loop
+from jsflow.flow.dead_letter import DeadLetter
+from jsflow.flow.streams import ensure_stream, subject_matches
 from jsflow.observability import get_logger, tracer
 from jsflow.tasks.backend import TaskBackend, new_state
 from jsflow.tasks.payload import raw_args
@@ -45,9 +49,16 @@ __all__ = ["EventRouter", "Rule"]
 _log = get_logger(__name__)
 _FETCH_BATCH = 32
 _FETCH_WAIT = 1.0
-# Deliveries the server still allows beyond ``max_deliver``, for a dead-letter publish that
-# failed (the event is nak'ed and tried again); past them the server stops redelivering.
-_DEAD_LETTER_MARGIN = 10
+_OPTIONS = (
+    "stream",
+    "durable",
+    "ack_wait",
+    "max_deliver",
+    "backoff",
+    "dead_letter",
+    "dead_letter_stream",
+)
+_RULE_KEYS = ("on", "request")
 
 
 @dataclass(slots=True)
@@ -74,14 +85,7 @@ class Rule:
 
     def matches(self, subject: str) -> bool:
         """Whether ``subject`` matches this rule's pattern (NATS wildcards)."""
-        pat = self.pattern.split(".")
-        sub = subject.split(".")
-        for i, token in enumerate(pat):
-            if token == ">":
-                return len(sub) > i
-            if i >= len(sub) or (token != "*" and token != sub[i]):
-                return False
-        return len(sub) == len(pat)
+        return subject_matches(self.pattern, subject)
 
 
 def _decode_event(data: bytes) -> Any:
@@ -112,7 +116,11 @@ class EventRouter:
     ``Jsflow-Failed-At``, then terminates it; with ``dead_letter=None`` it is logged as an
     error and terminated. The server-side consumer is bounded as well (``max_deliver`` plus
     a margin for failed dead-letter publishes), so no event is ever redelivered forever.
-    The dead-letter subject must be captured by a stream.
+    The dead-letter subject must be literal, read by no rule (checked by :meth:`on`) and
+    captured by a stream (checked by :meth:`run`, :class:`ConfigError` otherwise), or
+    ``dead_letter_stream`` names the stream :meth:`run` creates for it.
+    :meth:`run` ends with :class:`jsflow.ConnectionClosedError` once the connection is
+    closed for good, and returns after :meth:`stop`.
     """
 
     def __init__(
@@ -125,34 +133,39 @@ class EventRouter:
         max_deliver: int = 5,
         backoff: Sequence[float] = (1.0, 5.0, 30.0),
         dead_letter: str | None = None,
+        dead_letter_stream: str | None = None,
     ) -> None:
-        validate_name(stream, "stream name")
-        validate_name(durable, "durable name")
-        if not ack_wait >= 1.0:
-            raise ConfigError(f"ack_wait must be >= 1 second, got {ack_wait}")
-        if isinstance(max_deliver, bool) or not isinstance(max_deliver, int) or max_deliver < 1:
-            raise ConfigError(f"max_deliver must be an int >= 1, got {max_deliver!r}")
-        delays = [float(b) for b in backoff]
-        if any(not (0 <= b < float("inf")) for b in delays):
-            raise ConfigError(f"backoff delays must be finite and >= 0, got {list(backoff)}")
-        if dead_letter is not None:
-            validate_pattern(dead_letter)
-            if "*" in dead_letter.split(".") or ">" in dead_letter.split("."):
-                raise ConfigError(f"dead_letter must be a subject, not a pattern: {dead_letter!r}")
+        self.stream = check_name("stream", stream)
+        self.durable = check_name("durable", durable)
+        self.ack_wait = duration("ack_wait", ack_wait, minimum=1.0)
+        if dead_letter_stream is not None and dead_letter is None:
+            raise ConfigError("dead_letter_stream needs a dead_letter subject")
+        dead = DeadLetter(dead_letter, dead_letter_stream) if dead_letter is not None else None
+        self._policy = SettlePolicy(
+            client,
+            max_deliver=max_deliver,
+            backoff=backoff,
+            dead_letter=dead,
+            component="tasks.router",
+            name=durable,
+        )
         self.client = client
-        self.stream = stream
-        self.durable = durable
-        self.ack_wait = ack_wait
-        self.max_deliver = max_deliver
-        self.backoff = delays
+        self.max_deliver = self._policy.max_deliver
+        self.backoff = self._policy.backoff
         self.dead_letter = dead_letter
         self.rules: list[Rule] = []
         self.stats = _Stats()
         self._backend: TaskBackend | None = None
+        self._stop = asyncio.Event()
 
     def on(self, subject_pattern: str) -> Rule:
-        """A new rule for events on ``subject_pattern`` (``*`` and ``>`` wildcards allowed)."""
-        validate_pattern(subject_pattern)
+        """A new rule for events on ``subject_pattern`` (``*`` and ``>`` wildcards allowed).
+
+        :class:`ConfigError` when the pattern captures the router's own dead letter.
+        """
+        check_subject("rule pattern", subject_pattern, wildcards=True)
+        if self._policy.dead_letter is not None:
+            self._policy.dead_letter.check_not_consumed([subject_pattern], "a router rule")
         rule = Rule(subject_pattern, index=len(self.rules))
         self.rules.append(rule)
         return rule
@@ -161,18 +174,23 @@ class EventRouter:
     def from_toml(cls, client: Client, path: str | PathLike[str], **options: Any) -> EventRouter:
         """A router whose rules come from a TOML file::
 
-        stream = "JSFLOW_EVENTS"      # optional, as are durable, max_deliver, backoff
-        dead_letter = "events.dead"   # and dead_letter
+        stream = "JSFLOW_EVENTS"      # optional, as are durable, ack_wait, max_deliver,
+        dead_letter = "events.dead"   # backoff and dead_letter
         [[rule]]
         on = "device.updated"
         request = ["recalculate_fields", "sync_external_systems"]
+
+        A key it does not know (a typo) raises :class:`ConfigError` naming it.
         """
         try:
             with open(path, "rb") as fh:
                 doc = tomllib.load(fh)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read router rules from {path}: {exc}") from exc
-        for key in ("stream", "durable", "max_deliver", "backoff", "dead_letter"):
+        unknown = sorted(set(doc) - {*_OPTIONS, "rule"})
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) {unknown}; known: {[*_OPTIONS, 'rule']}")
+        for key in _OPTIONS:
             if key in doc and key not in options:
                 options[key] = doc[key]
         router = cls(client, **options)
@@ -182,6 +200,11 @@ class EventRouter:
         for i, item in enumerate(rules):
             if not isinstance(item, dict) or not isinstance(item.get("on"), str):
                 raise ConfigError(f'{path}: rule {i} needs on = "<subject pattern>"')
+            extra = sorted(set(item) - set(_RULE_KEYS))
+            if extra:
+                raise ConfigError(
+                    f"{path}: rule {i} has unknown key(s) {extra}; known: {list(_RULE_KEYS)}"
+                )
             names = item.get("request")
             if isinstance(names, str):
                 names = [names]
@@ -201,11 +224,8 @@ class EventRouter:
     async def expand(self, msg: Msg) -> list[str]:
         """Request the tasks the rules name for one event; returns their ids (idempotent)."""
         backend = await self._ensure_backend()
-        headers = msg.headers or {}
-        identity = headers.get("Nats-Msg-Id")
-        if not identity:
-            meta = msg.metadata
-            identity = f"{meta.stream}:{meta.sequence.stream}"
+        meta = msg.metadata  # the stored message, not a remote header, is the identity
+        identity = f"{meta.stream}:{meta.sequence.stream}"
         states = []
         decoded: Any = ...
         for rule in self.rules:
@@ -248,127 +268,74 @@ class EventRouter:
 
     # -- consuming -------------------------------------------------------------------------
 
-    async def _bind(self) -> Any:
+    async def _bind(self) -> Puller:
         if not self.rules:
             raise ConfigError("the router has no rules: add some with router.on(...)")
         js = self.client.js
         patterns = list(dict.fromkeys(r.pattern for r in self.rules))
         await ensure_stream(self.client, self.stream, patterns)
+        if self._policy.dead_letter is not None:
+            await self._policy.dead_letter.open(self.client)
         with map_nats_errors(subject=self.stream):
             config = api.ConsumerConfig(
                 durable_name=self.durable,
                 ack_policy=api.AckPolicy.EXPLICIT,
                 deliver_policy=api.DeliverPolicy.ALL,
                 ack_wait=self.ack_wait,
-                max_deliver=self.max_deliver + _DEAD_LETTER_MARGIN,
+                max_deliver=self._policy.server_max_deliver,
                 filter_subjects=patterns if len(patterns) > 1 else None,
                 filter_subject=patterns[0] if len(patterns) == 1 else None,
             )
             try:
                 await js.add_consumer(self.stream, config)
-            except js_errors.BadRequestError as exc:
+            except js_errors.BadRequestError as exc:  # exists with another config: share it
                 _log.info("tasks.router_consumer_exists", consumer=self.durable, detail=str(exc))
-            return await js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+            puller = Puller(self.client.nc, js, self.stream, self.durable)
+            await puller.start()
+        return puller
 
     async def run(self) -> None:
-        """Consume domain events until cancelled; each is acked after its tasks are durable."""
+        """Consume domain events until cancelled or :meth:`stop`; each is acked after its
+        tasks are durable. Ends with :class:`jsflow.ConnectionClosedError` when the
+        connection is closed for good."""
+        self._stop.clear()
         await self._ensure_backend()
-        psub = await self._bind()
-        errors = 0
+        puller = await self._bind()
         try:
-            while True:
-                try:
-                    msgs = await psub.fetch(_FETCH_BATCH, timeout=_FETCH_WAIT)
-                except (TimeoutError, nats_errors.TimeoutError):
-                    continue
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # connection trouble: back off (bounded), go on
-                    errors += 1
-                    _log.warning("tasks.router_fetch_failed", error=repr(exc))
-                    await asyncio.sleep(min(5.0, 0.1 * 2**errors))
-                    continue
-                errors = 0
-                for msg in msgs:
-                    await self._route(msg)
+            await fetch_loop(
+                puller,
+                self._route_all,
+                client=self.client,
+                stop=self._stop,
+                batch=_FETCH_BATCH,
+                timeout=_FETCH_WAIT,
+                name=f"router {self.durable!r}",
+            )
         finally:
-            with contextlib.suppress(Exception):
-                await psub.unsubscribe()
+            await puller.close()
+
+    def stop(self) -> None:
+        """Make :meth:`run` return after the batch it is routing."""
+        self._stop.set()
+
+    async def _route_all(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            await self._route(msg)
 
     async def _route(self, msg: Msg) -> None:
         self.stats.events += 1
-        delivery = int(msg.metadata.num_delivered or 1)
+        meta = msg.metadata
+        delivery = int(meta.num_delivered or 1)
         try:
             ids = await self.expand(msg)
-        except CodecError as exc:  # a map that cannot handle this event: never retry it
+        except Exception as exc:  # a CodecError (map failed) is dead-lettered at once
             self.stats.errors += 1
-            await self._dead_letter(msg, exc, delivery)
-            return
-        except Exception as exc:  # transient: redelivered after its backoff, a bounded number
-            self.stats.errors += 1
-            if delivery >= self.max_deliver:
-                await self._dead_letter(msg, exc, delivery)
-                return
-            delay = self._delay(delivery)
-            _log.warning(
-                "tasks.router_failed",
-                subject=msg.subject,
-                delivery=delivery,
-                delay=delay,
-                error=repr(exc),
+            ident = f"{meta.stream}:{meta.sequence.stream}"
+            settlement = await self._policy.fail(
+                msg, exc, delivery, dedupe_id=f"{ident}:{self.durable}:dead", ident=ident
             )
-            await msg.nak(delay=delay or None)
+            if settlement.outcome in (Outcome.DEAD_LETTERED, Outcome.TERMINATED):
+                self.stats.dead_lettered += 1
             return
         self.stats.requested += len(ids)
-        await msg.ack()
-
-    def _delay(self, delivery: int) -> float:
-        """The nak delay after failed attempt ``delivery`` (1-based; the last value repeats)."""
-        return self.backoff[min(delivery, len(self.backoff)) - 1] if self.backoff else 0.0
-
-    async def _dead_letter(self, msg: Msg, error: BaseException, delivery: int) -> None:
-        """Publish ``msg`` to the dead letter (original body and headers plus the error) and
-        terminate it; nak it instead when that publish fails (bounded by the server)."""
-        meta = msg.metadata
-        ident = f"{meta.stream}:{meta.sequence.stream}"
-        if self.dead_letter is None:
-            _log.error(
-                "tasks.router_dropped_without_dead_letter",
-                subject=msg.subject,
-                id=ident,
-                delivery=delivery,
-                error=repr(error),
-            )
-        else:
-            try:
-                await publish_dead_letter(
-                    self.client,
-                    self.dead_letter,
-                    data=msg.data,
-                    headers=msg.headers,
-                    subject=msg.subject,
-                    error=error,
-                    delivery=delivery,
-                    dedupe_id=f"{ident}:{self.durable}:dead",
-                )
-            except JsflowError as exc:
-                _log.error(
-                    "tasks.router_dead_letter_failed",
-                    subject=msg.subject,
-                    id=ident,
-                    dead_letter=self.dead_letter,
-                    error=repr(exc),
-                )
-                delay = self.backoff[-1] if self.backoff else 0.0
-                await msg.nak(delay=delay or None)
-                return
-            _log.warning(
-                "tasks.router_dead_lettered",
-                subject=msg.subject,
-                id=ident,
-                dead_letter=self.dead_letter,
-                delivery=delivery,
-                error=repr(error),
-            )
-        self.stats.dead_lettered += 1
-        await msg.term()
+        await self._policy.ack(msg)

@@ -11,7 +11,7 @@ from typing import Any
 from jsflow.errors import ConfigError, KeyExistsError
 from jsflow.flow.handler import NamedStage, StageFn, stage_name
 from jsflow.flow.message import Message
-from jsflow.keys import key as make_key
+from jsflow.flow.state import bounded_key
 from jsflow.store import ObjectStore
 
 __all__ = ["Dedupe", "DedupeMark"]
@@ -35,7 +35,8 @@ class Dedupe:
     """Filter out messages whose idempotency key was already claimed in ``store``.
 
     The key (``key(msg)``, the message id by default) is claimed with
-    :meth:`ObjectStore.create` before the wrapped stage runs; a :class:`KeyExistsError`
+    :meth:`ObjectStore.create` before the wrapped stage runs (a long key, such as a remote
+    ``Nats-Msg-Id``, is hashed into a bounded one); a :class:`KeyExistsError`
     means a duplicate, which is filtered (``None``). If the stage fails, the claim is
     deleted so a redelivery runs it again. ``ttl`` ages claims out (seconds).
     Wrap the stage whose effect must not repeat: a claimed message is filtered even if a
@@ -56,8 +57,8 @@ class Dedupe:
         options = self
 
         async def deduped(msg: Message[Any]) -> Any:
-            claim = make_key("dedupe", name, options.key(msg))
-            mark = DedupeMark(stage=name, message_id=msg.id, at=time.time())
+            claim = bounded_key("dedupe", name, str(options.key(msg)))
+            mark = DedupeMark(stage=name, message_id=msg.id[:1024], at=time.time())
             try:
                 entry = await options.store.create(claim, mark, ttl=options.ttl)
             except KeyExistsError:
