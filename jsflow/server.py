@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from jsflow import _validate
 from jsflow._js.connection import jetstream_ready
+from jsflow._validate import check_name, count, duration, one_of, shorten
 from jsflow.errors import ConfigError, ServerNotFoundError, ServerStartError
 from jsflow.observability import get_logger
 
@@ -62,10 +62,10 @@ def _cause(output: str) -> str:
 def _check_args(args: object) -> tuple[str, ...]:
     # A bare string would be split into one-character flags.
     if isinstance(args, str | bytes) or not isinstance(args, Sequence):
-        raise ConfigError(f"args must be a sequence of str, got {_validate.shorten(args)}")
+        raise ConfigError(f"args must be a sequence of str, got {shorten(args)}")
     for arg in args:
         if not isinstance(arg, str):
-            raise ConfigError(f"args must hold str values only, got {_validate.shorten(arg)}")
+            raise ConfigError(f"args must hold str values only, got {shorten(arg)}")
     return tuple(args)
 
 
@@ -73,7 +73,7 @@ def _check_store_dir(store_dir: object) -> Path | None:
     if store_dir is None:
         return None
     if not isinstance(store_dir, str | os.PathLike) or not str(store_dir):
-        raise ConfigError(f"store_dir must be a path, got {_validate.shorten(store_dir)}")
+        raise ConfigError(f"store_dir must be a path, got {shorten(store_dir)}")
     return Path(store_dir)
 
 
@@ -141,11 +141,11 @@ class EmbeddedServer:
         # By default JetStream fsyncs every 2 minutes: acknowledged writes survive a crash of
         # the server process (they are in the OS page cache) but not a power loss.
         # sync_always fsyncs every write before acknowledging it, at a cost in throughput.
-        self._sync_always = bool(_validate.one_of("sync_always", sync_always, bool))
-        self._port = _validate.count("port", port, minimum=0, maximum=65535)
+        self._sync_always = bool(one_of("sync_always", sync_always, bool))
+        self._port = count("port", port, minimum=0, maximum=65535)
         self._args = _check_args(args)
-        self._name = None if name is None else _validate.one_of("name", name, str)
-        self._start_timeout = _validate.duration("start_timeout", start_timeout)
+        self._name = None if name is None else one_of("name", name, str)
+        self._start_timeout = duration("start_timeout", start_timeout)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
 
@@ -363,12 +363,12 @@ class LocalCluster:
         args: Sequence[str] = (),
         sync_always: bool = False,
     ) -> None:
-        self._size = _validate.count("size", size, minimum=1, maximum=_MAX_CLUSTER_SIZE)
+        self._size = count("size", size, minimum=1, maximum=_MAX_CLUSTER_SIZE)
         self._root = _check_store_dir(store_dir)
         self._owns_dir = store_dir is None
-        self._name = _validate.check_name("cluster name", name)
+        self._name = check_name("cluster name", name)
         self._args = _check_args(args)
-        self._sync_always = bool(_validate.one_of("sync_always", sync_always, bool))
+        self._sync_always = bool(one_of("sync_always", sync_always, bool))
         self.servers: list[EmbeddedServer] = []
 
     @property

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from jsflow._proto.wait_group_pb2 import WaitGroupState
 from jsflow._validate import check_name, count, duration
 from jsflow.coordination._lease import check_timeout
-from jsflow.errors import ConfigError, RequestTimeoutError
+from jsflow.errors import NegativeCountError, RequestTimeoutError
 from jsflow.keys import validate_key
 from jsflow.observability import tracer
 from jsflow.store import ObjectStore
@@ -23,10 +23,6 @@ if TYPE_CHECKING:
     from jsflow.client import Client
 
 __all__ = ["NegativeCountError", "WaitGroup"]
-
-
-class NegativeCountError(ConfigError):
-    """``done()`` or ``add(-n)`` would take a wait group's count below zero (nothing written)."""
 
 
 class WaitGroup:

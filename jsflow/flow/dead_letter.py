@@ -11,11 +11,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import jsflow.flow.headers as h
 from jsflow._js import Msg, map_nats_errors
 from jsflow._js.guard import headers_size
 from jsflow._validate import check_name, check_subject
 from jsflow.errors import ConfigError
-from jsflow.flow import headers as h
 from jsflow.flow.streams import ensure_stream, stream_capturing, subject_matches
 
 if TYPE_CHECKING:

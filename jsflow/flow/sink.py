@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
+import jsflow.flow.headers as h
 from jsflow._js import map_nats_errors
 from jsflow._validate import check_name, check_subject
 from jsflow.codec import Codec, codec_for
 from jsflow.errors import CodecError, ConfigError
-from jsflow.flow import headers as h
 from jsflow.flow.message import Message
 from jsflow.flow.streams import ensure_stream
 

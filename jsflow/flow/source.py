@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import jsflow.flow.headers as h
 from jsflow._js import Msg, Puller, api, map_nats_errors
 from jsflow._validate import check_name, check_subject, count, duration, number
 from jsflow.codec import Codec, codec_for
@@ -11,7 +12,6 @@ from jsflow.errors import (
     CodecError,
     ConfigError,
 )
-from jsflow.flow import headers as h
 from jsflow.flow.message import Message
 from jsflow.flow.streams import ensure_stream
 

@@ -25,8 +25,8 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from jsflow import _validate
 from jsflow._js import js_errors, map_nats_errors
+from jsflow._validate import MAX_DURATION, MAX_KEY_LEN, check_name, duration, one_of, shorten
 from jsflow.errors import ConfigError
 from jsflow.tasks.backend import TaskBackend, new_state
 from jsflow.tasks.handle import TaskHandle
@@ -85,7 +85,7 @@ _CRON_ITEM = re.compile(r"(\*|\?|[A-Za-z0-9]+)(?:-([A-Za-z0-9]+))?(?:/(\d+))?")
 
 
 def _bad(spec: str, why: str) -> ConfigError:
-    return ConfigError(f"invalid schedule {_validate.shorten(spec)}: {why}")
+    return ConfigError(f"invalid schedule {shorten(spec)}: {why}")
 
 
 def _parse_at(spec: str, text: str) -> dt.datetime:
@@ -123,9 +123,9 @@ def _go_duration(spec: str, text: str) -> float:
     if text.startswith("-"):
         total = -total
     try:
-        return _validate.duration("@every interval", total, minimum=_MIN_EVERY)
+        return duration("@every interval", total, minimum=_MIN_EVERY)
     except ConfigError:
-        years = _validate.MAX_DURATION / (365 * 86400)
+        years = MAX_DURATION / (365 * 86400)
         raise _bad(spec, f"@every interval must be from 1s to {years:.0f} years") from None
 
 
@@ -195,9 +195,9 @@ def check_spec(spec: object) -> str:
     (with a date, before 2262-04-12, the server's int64-nanosecond limit).
     """
     if not isinstance(spec, str):
-        raise ConfigError(f"a schedule must be a str, not {_validate.shorten(spec)}")
-    if len(spec) > _validate.MAX_KEY_LEN:  # a header value: keep it well under the limits
-        raise _bad(spec, f"longer than {_validate.MAX_KEY_LEN} characters")
+        raise ConfigError(f"a schedule must be a str, not {shorten(spec)}")
+    if len(spec) > MAX_KEY_LEN:  # a header value: keep it well under the limits
+        raise _bad(spec, f"longer than {MAX_KEY_LEN} characters")
     fields = spec.split()
     if not fields:
         raise ConfigError("a schedule needs a cron expression or @every/@at/@hourly/… form")
@@ -217,7 +217,7 @@ def check_spec(spec: object) -> str:
 
 
 def _rfc3339(value: object) -> str:
-    when: dt.datetime = _validate.one_of("when", value, dt.datetime)
+    when: dt.datetime = one_of("when", value, dt.datetime)
     if when.tzinfo is None or when.utcoffset() is None:
         raise ConfigError("schedule times must be timezone-aware datetimes")
     try:
@@ -326,7 +326,7 @@ async def schedule_cron(
     new one is refused.
     """
     # One subject token (task.schedule.<name>.<id>), also the prefix of the ids of its runs.
-    _validate.check_name("schedule id", schedule_id)
+    check_name("schedule id", schedule_id)
     spec = check_spec(spec)
     payload = fn.codec.encode_args(args, kwargs)
     backend = await fn.app.backend()
