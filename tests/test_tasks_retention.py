@@ -91,7 +91,7 @@ async def test_finished_task_state_expires_after_retention(jsflow_client: jsflow
     async with app.worker():
         assert await handle.result(timeout=10) == 2
     # when it finished, the terminal write carries the retention as a per-key TTL
-    assert (await _state_headers(jsflow_client, handle.id)).get("Nats-TTL") == "1000ms"
+    assert (await _state_headers(jsflow_client, handle.id)).get("Nats-TTL") == "1s"
     backend = await app.backend()
 
     async def gone() -> bool:
@@ -129,7 +129,7 @@ async def test_cancelled_pending_task_expires_with_retention(jsflow_client: jsfl
     handle = await cancelme.submit()
     # when it is cancelled, the cancelling write carries the TTL
     assert await handle.cancel() is True
-    assert (await _state_headers(jsflow_client, handle.id)).get("Nats-TTL") == "1000ms"
+    assert (await _state_headers(jsflow_client, handle.id)).get("Nats-TTL") == "1s"
     assert await handle.status() is TaskStatus.CANCELLED
 
 
@@ -148,7 +148,7 @@ async def test_artifacts_follow_their_task_retention(jsflow_client: jsflow.Clien
         assert await handle.result(timeout=20) == arg * 2
     # then its result was written with the state's lifetime (retention + margin)
     headers = await _artifact_headers(jsflow_client, f"{handle.id}.result")
-    assert headers is not None and headers.get("Nats-TTL") == "61000ms"
+    assert headers is not None and headers.get("Nats-TTL") == "61s"
 
     async def args_deleted() -> bool:
         return await _artifact_headers(jsflow_client, f"{handle.id}.args") is None
@@ -179,7 +179,7 @@ async def test_dead_letter_arguments_expire_with_it_and_replay_keeps_them(
 
         async def args_expiring() -> bool:
             headers = await _artifact_headers(jsflow_client, name)
-            return headers is not None and headers.get("Nats-TTL") == "61000ms"
+            return headers is not None and headers.get("Nats-TTL") == "61s"
 
         # then the (replayable) arguments are kept, but expire with the dead letter
         await _eventually(args_expiring, "argument TTL")

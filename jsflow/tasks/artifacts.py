@@ -7,6 +7,13 @@ Artifacts follow their task's retention: :meth:`ArtifactStore.put` with ``ttl`` 
 chunk and the metadata message with a per-message TTL (``Nats-TTL``; the bucket's stream
 allows it), so the server removes the object when its task's state expires, with no
 janitor process.
+
+Whatever travels inline must fit one message: :meth:`ArtifactStore.inline_limit` caps the
+configured threshold at the server's ``max_payload`` less room for the headers and the
+rest of the task state around the payload, and chunks are cut to fit ``max_payload`` too,
+so a server with a small ``max_payload`` sends more payloads to the object store instead of
+refusing them. References are checked names (``check_id``): one read from a message header
+never becomes a subject unchecked.
 """
 
 from __future__ import annotations
@@ -15,8 +22,9 @@ import asyncio
 import math
 from typing import TYPE_CHECKING, Any
 
-from jsflow._js import api, js_errors, js_object_store, map_nats_errors
-from jsflow.errors import CodecError, ConfigError
+from jsflow._js import api, codes, headers, js_errors, js_object_store, map_nats_errors
+from jsflow._validate import check_id, shorten
+from jsflow.errors import CodecError, ConfigError, InvalidNameError
 from jsflow.observability import tracer
 from jsflow.tasks.streams import ARTIFACT_BUCKET
 
@@ -26,13 +34,21 @@ if TYPE_CHECKING:
 __all__ = ["ArtifactStore"]
 
 _REF_PREFIX = "obj:"
+# An inline payload lives in the task state, a KV value the store caps at max_payload less
+# 1 KiB for headers, beside the state's other fields (ids, name, times, dependencies), and
+# the arguments and the result of one task are both in it: each gets half of what is left.
+_STORE_HEADROOM = 1024
+_STATE_ROOM = 512
+# Room beside one object-store chunk (its Nats-TTL header, the publish's own headers).
+_CHUNK_HEADROOM = 256
+_DEFAULT_CHUNK = 128 * 1024  # nats-py's default chunk size
 
 
 def ttl_header(ttl: float) -> str:
     """The ``Nats-TTL`` value for ``ttl`` seconds (a Go duration; the server's minimum is 1 s)."""
-    if not ttl >= 1 or math.isinf(ttl):
-        raise ConfigError(f"ttl must be at least 1 second (server minimum), got {ttl}")
-    return f"{round(ttl * 1000)}ms"
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 1 <= ttl < math.inf:
+        raise ConfigError(f"ttl must be at least 1 second (server minimum), got {shorten(ttl)}")
+    return headers.ttl_value(ttl)  # whole seconds, rounded up: never expires early
 
 
 class _TTLPublisher:
@@ -82,7 +98,7 @@ class ArtifactStore:
                         try:
                             await js.update_stream(info.config)
                         except js_errors.BadRequestError as exc:
-                            if exc.err_code != 10058:
+                            if exc.err_code != codes.STREAM_NAME_IN_USE:
                                 raise
                 self._store = store
         return self._store
@@ -94,14 +110,39 @@ class ArtifactStore:
     @staticmethod
     def is_ref(value: str) -> bool:
         """Whether ``value`` is an artifact reference."""
-        return value.startswith(_REF_PREFIX)
+        return isinstance(value, str) and value.startswith(_REF_PREFIX)
+
+    def inline_limit(self, threshold: int) -> int:
+        """The largest payload to carry inline: ``threshold``, capped so that a task state
+        holding its arguments and its result inline still fits this server's
+        ``max_payload`` with its headers (read at each use: a reconnect may land on a server
+        with another limit). Larger payloads go to the object store."""
+        max_payload = int(self._client.nc.max_payload or 0)
+        if max_payload <= 0:  # not connected yet: nothing known to cap it by
+            return threshold
+        return max(1, min(threshold, (max_payload - _STORE_HEADROOM - _STATE_ROOM) // 2))
+
+    def _chunk_size(self) -> int:
+        max_payload = int(self._client.nc.max_payload or 0)
+        if max_payload <= 0:
+            return _DEFAULT_CHUNK
+        return max(1, min(_DEFAULT_CHUNK, max_payload - min(_CHUNK_HEADROOM, max_payload // 2)))
+
+    def _name_of(self, ref: str) -> str:
+        """The object name ``ref`` points at; :class:`CodecError` when it is not a legal
+        reference (it may come from a message header: the payload cannot be resolved)."""
+        if not self.is_ref(ref):
+            raise CodecError(f"not an artifact reference: {shorten(ref)}", bucket=self.bucket)
+        try:
+            return check_id("artifact name", ref[len(_REF_PREFIX) :])
+        except InvalidNameError as exc:
+            raise CodecError(f"illegal artifact reference: {exc}", bucket=self.bucket) from exc
 
     async def put(self, name: str, data: bytes, *, ttl: float | None = None) -> str:
         """Store ``data`` under ``name`` (replacing an older object of that name); returns the
         reference to carry in messages. With ``ttl`` (seconds, >= 1) the server removes the
         object that long after this write."""
-        if not name:
-            raise ConfigError("artifact name must not be empty")
+        check_id("artifact name", name)
         header = ttl_header(ttl) if ttl is not None else None
         store = await self._open()
         if header is not None:
@@ -114,25 +155,31 @@ class ArtifactStore:
             span.set_attribute("jsflow.artifact", name)
             span.set_attribute("jsflow.size", len(data))
             with map_nats_errors(bucket=self.bucket, key=name):
-                await store.put(name, data)
+                meta = api.ObjectMeta(
+                    name=name, options=api.ObjectMetaOptions(max_chunk_size=self._chunk_size())
+                )
+                await store.put(name, data, meta=meta)
         return _REF_PREFIX + name
 
     async def expire(self, ref: str, ttl: float | None, data: bytes | None = None) -> None:
         """Rewrite the artifact ``ref`` so that it expires ``ttl`` seconds from now (``None``:
-        never). ``data`` saves reading it back when the caller has it; a missing artifact is
-        left missing."""
+        never). ``data`` saves reading it back when the caller has it; a missing artifact (or
+        an illegal reference) is left as it is."""
+        try:
+            name = self._name_of(ref)
+        except CodecError:
+            return
         if data is None:
             try:
                 data = await self.get(ref)
             except CodecError:
                 return
-        await self.put(ref[len(_REF_PREFIX) :], data, ttl=ttl)
+        await self.put(name, data, ttl=ttl)
 
     async def get(self, ref: str) -> bytes:
-        """The bytes a reference points at; :class:`CodecError` when it is missing."""
-        if not self.is_ref(ref):
-            raise ConfigError(f"not an artifact reference: {ref!r}")
-        name = ref[len(_REF_PREFIX) :]
+        """The bytes a reference points at; :class:`CodecError` when it is missing or is not
+        a legal reference (checked before any I/O)."""
+        name = self._name_of(ref)
         store = await self._open()
         with (
             tracer().start_as_current_span("jsflow.tasks.artifact.get"),
@@ -145,8 +192,12 @@ class ArtifactStore:
         return bytes(result.data or b"")
 
     async def delete(self, ref: str) -> None:
-        """Remove the artifact a reference points at (no error when already gone)."""
-        name = ref[len(_REF_PREFIX) :]
+        """Remove the artifact a reference points at (no error when already gone, or when
+        ``ref`` is not a legal reference: no such artifact can exist)."""
+        try:
+            name = self._name_of(ref)
+        except CodecError:
+            return
         store = await self._open()
         with map_nats_errors(bucket=self.bucket, key=name):
             try:

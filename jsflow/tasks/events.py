@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
+import weakref
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from jsflow._js import Msg, api, map_nats_errors, nats_errors
+from jsflow._js import Msg, codes, js_errors, map_nats_errors
 from jsflow._proto import task_pb2
-from jsflow.errors import CodecError, RequestTimeoutError
+from jsflow._validate import check_id, optional_duration, shorten
+from jsflow.errors import (
+    CodecError,
+    ConnectionClosedError,
+    ConnectionFailedError,
+    RequestTimeoutError,
+    ServerError,
+)
+from jsflow.observability import get_logger
 from jsflow.tasks.streams import (
     H_EVENT,
     H_TASK_ID,
@@ -37,6 +47,8 @@ __all__ = [
     "start_event",
     "wait_all",
 ]
+
+_log = get_logger(__name__)
 
 TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "dead"})
 
@@ -174,51 +186,212 @@ def event_from_msg(msg: Msg) -> TaskEvent | None:
     A request (``task.requested.<name>.<id>``) is its task's ``requested`` event; a
     one-shot schedule (``task.schedule.<name>.<id>``) is its ``scheduled`` event.
     """
-    parts = msg.subject.split(".")
+    try:
+        stamp = msg.metadata.timestamp.timestamp()
+    except Exception:
+        stamp = 0.0
+    return _event_of(msg.subject, msg.headers, msg.data, stamp)
+
+
+def _event_of(
+    subject: str, headers: dict[str, str] | None, data: bytes | None, stamp: float
+) -> TaskEvent | None:
+    parts = subject.split(".", 3)  # an id may hold dots: it is the whole rest
     if len(parts) != 4:
         return None
     kind, name, task_id = parts[1], parts[2], parts[3]
-    headers = msg.headers or {}
+    headers = headers or {}
     if kind in ("requested", "schedule"):
         if headers.get(H_TASK_ID, task_id) != task_id:
             return None  # a cron schedule that happens to share the id: not this task's
-        try:
-            stamp = msg.metadata.timestamp.timestamp()
-        except Exception:
-            stamp = 0.0
         if kind == "schedule":
             spec = headers.get("Nats-Schedule", "")
             return TaskEvent(task_id, name, "scheduled", message=spec, time=stamp)
         return TaskEvent(task_id, name, "requested", time=stamp)
-    return TaskEvent.from_bytes(msg.data)
+    return TaskEvent.from_bytes(data or b"")
+
+
+# Re-reads after a poke that found nothing new: the live copy of a message (core delivery)
+# can overtake the stream's write of it, and a duplicate the stream dropped pokes too.
+_RECHECKS = (0.002, 0.01, 0.05, 0.2, 1.0)
+# A waiting follower re-reads the stream this often even without a poke, so a live message
+# lost (a slow-consumer drop, a reconnect gap) delays it at most this long, never strands it.
+_POLL = 15.0
+# Every event, request and one-shot schedule of every task (an id may hold dots).
+_LIVE_SUBJECT = "task.*.*.>"
+
+
+class _EventHub:
+    """Per client: the one core subscription that tells followers of task events that their
+    task has something new.
+
+    Followers never get a server-side consumer. Each reads its task's messages from the
+    tasks stream itself, by (direct) get with ``next_by_subj`` from the last stream sequence
+    it returned, so it sees them in stream order, each once, replay and live alike. The
+    live subscription only *pokes* the followers of the task a message names; the stream
+    stays the one source of truth (a duplicate publish the stream dropped, or one it
+    refused, is never shown). Subscribed while it has followers; closed with the client.
+    """
+
+    def __init__(self, client: Client) -> None:
+        # Weak: the registry's value must not keep its key (nor its connection, whose
+        # callbacks refer to the client) alive. Followers hold the client while they run.
+        self._client = weakref.ref(client)
+        self._followers: dict[str, weakref.WeakSet[TaskEvents]] = {}
+        self._sub: Any = None
+        self._lock = asyncio.Lock()
+        self._stopping: asyncio.Task[None] | None = None
+        self._closed = False
+        self.direct = False  # whether the stream serves direct gets (set on first join)
+        self._probed = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether the client (or its connection) is closed for good."""
+        client = self._client()
+        return self._closed or client is None or bool(client.nc.is_closed)
+
+    def _live_client(self) -> Client:
+        client = self._client()
+        if client is None:
+            raise ConnectionClosedError("the client is gone")
+        return client
+
+    async def join(self, follower: TaskEvents) -> None:
+        """Register ``follower``; returns once the live subscription is in place, so any
+        message stored after this is either read or poked."""
+        if self.closed:
+            raise ConnectionClosedError("the client is closed")
+        self._followers.setdefault(follower.task_id, weakref.WeakSet()).add(follower)
+        try:
+            if self._sub is None or not self._probed:
+                await self._start()
+        except BaseException:
+            self.leave(follower)
+            raise
+
+    async def _start(self) -> None:
+        async with self._lock:
+            client = self._live_client()
+            if not self._probed:
+                with map_nats_errors(subject=TASK_STREAM):
+                    info = await client.js.stream_info(TASK_STREAM)
+                self.direct = bool(info.config.allow_direct)
+                self._probed = True
+            if self._sub is None and not self.closed:
+                with map_nats_errors(subject=_LIVE_SUBJECT):
+                    sub = await client.nc.subscribe(_LIVE_SUBJECT, cb=self._on_msg)
+                    try:
+                        # The server has the interest before the first read: nothing
+                        # stored after that read can go unnoticed.
+                        await client.nc.flush(timeout=math.ceil(client.timeout))
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            await sub.unsubscribe()
+                        raise
+                self._sub = sub
+
+    def leave(self, follower: TaskEvents) -> None:
+        """Forget ``follower`` at once; the subscription goes when no follower is left."""
+        group = self._followers.get(follower.task_id)
+        if group is not None:
+            group.discard(follower)
+            if not group:
+                del self._followers[follower.task_id]
+        self._stop_when_idle()
+
+    def _stop_when_idle(self) -> None:
+        if self._followers or self._sub is None or self._stopping is not None or self._closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._stopping = loop.create_task(self._stop_if_idle())
+
+    async def _stop_if_idle(self) -> None:
+        try:
+            async with self._lock:
+                if not self._followers and self._sub is not None:
+                    sub, self._sub = self._sub, None
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+        finally:
+            self._stopping = None
+
+    async def _on_msg(self, msg: Msg) -> None:
+        parts = msg.subject.split(".", 3)
+        if len(parts) != 4:
+            return
+        group = self._followers.get(parts[3])
+        if group is None:
+            return
+        if not group:  # its followers were dropped without aclose()
+            del self._followers[parts[3]]
+            self._stop_when_idle()
+            return
+        for follower in group:
+            follower._poke()
+
+    def wake_all(self) -> None:
+        """Make every follower re-read (after a reconnect: live messages may be lost)."""
+        for group in list(self._followers.values()):
+            for follower in list(group):
+                follower._poke()
+
+    async def aclose(self) -> None:
+        """End every follower (:class:`ConnectionClosedError`) and drop the subscription."""
+        self._closed = True
+        # It stays registered (closed) for this client: a follower started later fails
+        # at once instead of subscribing on a connection being drained.
+        followers = [f for group in self._followers.values() for f in group]
+        self._followers.clear()
+        for follower in followers:
+            follower._poke()
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+_hubs: weakref.WeakKeyDictionary[Client, _EventHub] = weakref.WeakKeyDictionary()
+
+
+def _hub_for(client: Client) -> _EventHub:
+    hub = _hubs.get(client)
+    if hub is None:
+        hub = _EventHub(client)
+        _hubs[client] = hub
+        client.on_close(hub)
+        client.on_reconnect(hub.wake_all)
+    return hub
 
 
 class TaskEvents:
     """Async iterator over one task's events from its start, ending after a terminal event.
 
-    Each iterator is one ordered consumer on the tasks stream filtered to this task's
-    subjects (``task.*.*.<id>``), per explicit caller, not per waiter; it is removed when
-    iteration ends or on ``aclose()``.
+    It costs the server nothing per follower: every follower on a client shares that
+    client's one live subscription and reads its task's messages from the tasks stream by
+    direct get (``next_by_subj`` on ``task.*.*.<id>``), in stream order, each exactly once
+    across replay and live. ``aclose()`` (or leaving ``async with``) releases it at once.
+    ``idle_timeout`` (seconds) raises :class:`RequestTimeoutError` when no event comes that
+    long. Closing the client ends every follower with :class:`ConnectionClosedError` (not a
+    silent stop: a follower that did not see the terminal event must be able to tell).
+    A message on the task's subjects that does not decode is skipped (and logged).
     """
 
     def __init__(self, client: Client, task_id: str, idle_timeout: float | None = None) -> None:
+        self.task_id = check_id("task id", task_id)
+        self._idle_timeout = optional_duration("idle_timeout", idle_timeout)
         self._client = client
-        self.task_id = task_id
-        self._idle_timeout = idle_timeout
-        self._sub: Any = None
+        self._filter = task_filter(self.task_id)
+        self._hub: _EventHub | None = None
+        self._last_seq = 0
+        self._wake = asyncio.Event()
         self._done = False
 
-    async def _start(self) -> None:
-        if self._sub is None:
-            subject = task_filter(self.task_id)
-            with map_nats_errors(subject=subject):
-                self._sub = await self._client.js.subscribe(
-                    subject,
-                    stream=TASK_STREAM,
-                    ordered_consumer=True,
-                    deliver_policy=api.DeliverPolicy.ALL,
-                    inactive_threshold=60.0,
-                )
+    def _poke(self) -> None:
+        self._wake.set()
 
     def __aiter__(self) -> TaskEvents:
         return self
@@ -226,28 +399,100 @@ class TaskEvents:
     async def __anext__(self) -> TaskEvent:
         if self._done:
             raise StopAsyncIteration
-        await self._start()
-        event = None
-        while event is None:
+        hub = self._hub
+        if hub is None:
+            hub = _hub_for(self._client)
+            await hub.join(self)
+            self._hub = hub
+        deadline = None if self._idle_timeout is None else time.monotonic() + self._idle_timeout
+        rechecks = len(_RECHECKS)  # none until a poke finds nothing
+        while True:
+            if self._done:
+                raise StopAsyncIteration
+            if hub.closed:
+                self._release()
+                raise ConnectionClosedError(
+                    f"the client was closed while following task {shorten(self.task_id)}"
+                )
+            self._wake.clear()  # before the read: a poke during it makes us read again
             try:
-                msg = await self._sub.next_msg(timeout=self._idle_timeout)
-            except nats_errors.TimeoutError as exc:
+                advanced, event = await self._read(hub)
+            except (ConnectionFailedError, RequestTimeoutError) as exc:
+                if hub.closed:
+                    self._release()
+                    raise ConnectionClosedError(
+                        f"the client was closed while following task {shorten(self.task_id)}"
+                    ) from exc
+                # Disconnected or slow for now: the stream keeps the events; read again
+                # soon (bounded by idle_timeout; a connection closed for good ends it).
+                _log.debug("tasks.event_read_failed", task_id=self.task_id, error=str(exc))
+                advanced, event = False, None
+                rechecks = len(_RECHECKS) - 1  # retry after the longest recheck pause
+            if event is not None:
+                if event.terminal:
+                    self._release()
+                return event
+            if advanced:
+                continue  # a message that is not one of this task's events: read on
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
                 raise RequestTimeoutError(
-                    f"no event of task {self.task_id} within {self._idle_timeout}s"
-                ) from exc
-            event = event_from_msg(msg)
-        if event.terminal:
-            await self.aclose()
-            self._done = True
-        return event
+                    f"no event of task {shorten(self.task_id)} within {self._idle_timeout}s"
+                )
+            if rechecks < len(_RECHECKS):
+                pause = _RECHECKS[rechecks]
+                rechecks += 1
+                await asyncio.sleep(pause if remaining is None else min(pause, remaining))
+                continue
+            wait = _POLL if remaining is None else min(_POLL, remaining)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+                rechecks = 0  # poked: the message may not be stored yet
+
+    async def _read(self, hub: _EventHub) -> tuple[bool, TaskEvent | None]:
+        """The next stored message after the last one read: ``(False, None)`` when there is
+        none yet, ``(True, event or None)`` when there was one (``None``: not an event)."""
+        with map_nats_errors(subject=self._filter):
+            try:
+                raw = await self._client.js.get_msg(
+                    TASK_STREAM,
+                    seq=self._last_seq + 1,
+                    subject=self._filter,
+                    next=True,
+                    direct=hub.direct,
+                )
+            except js_errors.NotFoundError as exc:
+                if exc.err_code == codes.STREAM_NOT_FOUND:
+                    raise
+                return False, None
+        seq = int(raw.seq or 0)
+        if seq <= self._last_seq:  # cannot happen with a sane server; never loop on it
+            raise ServerError(f"stream {TASK_STREAM} returned sequence {seq} again")
+        self._last_seq = seq
+        stamp = raw.time.timestamp() if raw.time is not None else 0.0
+        try:
+            return True, _event_of(raw.subject or "", raw.headers, raw.data, stamp)
+        except CodecError as exc:
+            _log.warning(
+                "tasks.event_undecodable",
+                task_id=self.task_id,
+                subject=shorten(raw.subject),
+                seq=seq,
+                error=str(exc),
+            )
+            return True, None
+
+    def _release(self) -> None:
+        self._done = True
+        hub, self._hub = self._hub, None
+        if hub is not None:
+            hub.leave(self)
+        self._wake.set()  # a concurrent __anext__ sees it is done
 
     async def aclose(self) -> None:
-        """Stop iterating and remove the consumer."""
-        self._done = True
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
+        """Stop iterating and release this follower's registration at once."""
+        self._release()
 
     async def __aenter__(self) -> TaskEvents:
         return self

@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from jsflow._proto import task_pb2
+from jsflow._validate import check_id, optional_duration
 from jsflow.errors import RequestTimeoutError, TaskCancelledError, TaskFailedError
 from jsflow.tasks.errors import TaskNotFoundError
 from jsflow.tasks.events import TaskEvents
@@ -26,7 +27,8 @@ class TaskHandle(Generic[R]):
     """A submitted task, by id. Cheap: holds no server resources of its own.
 
     ``result()`` waits on the task store's one shared watch, so any number of handles
-    waiting at once cost the server a single consumer.
+    waiting at once cost the server a single consumer; ``events()`` followers share one
+    core subscription per client. The id is checked (``check_id``) before any I/O.
     """
 
     def __init__(
@@ -37,7 +39,7 @@ class TaskHandle(Generic[R]):
         codec: CallCodec | None = None,
     ) -> None:
         self._backend = backend
-        self.id = task_id
+        self.id = check_id("task id", task_id)
         self.name = name
         self._codec = codec
 
@@ -66,6 +68,8 @@ class TaskHandle(Generic[R]):
         """The task's events from its start, ending after the terminal one (async iterator).
 
         ``idle_timeout`` raises :class:`RequestTimeoutError` when no event comes that long.
+        Any number of followers share the client's one live subscription and read the
+        task's messages by direct get: no server-side consumer per follower.
         """
         return TaskEvents(self._backend.client, self.id, idle_timeout)
 
@@ -77,6 +81,7 @@ class TaskHandle(Generic[R]):
         failed, :class:`TaskNotFoundError` for an unknown id, and
         :class:`RequestTimeoutError` after ``timeout`` seconds.
         """
+        timeout = optional_duration("timeout", timeout, positive=False)
         deadline = None if timeout is None else time.monotonic() + timeout
         store = self._backend.store
         listener = await store.listen(self.id)
@@ -116,6 +121,7 @@ class TaskHandle(Generic[R]):
 
     async def wait(self, timeout: float | None = None) -> TaskStatus:
         """Wait until the task finishes (any outcome) and return its final status."""
+        timeout = optional_duration("timeout", timeout, positive=False)
         with contextlib.suppress(TaskFailedError, TaskCancelledError):
             await self.result(timeout)
         return await self.status()

@@ -330,7 +330,7 @@ async def schedule_cron(
     spec = check_spec(spec)
     payload = fn.codec.encode_args(args, kwargs)
     backend = await fn.app.backend()
-    if len(payload) > backend.artifact_threshold:
+    if len(payload) > backend.artifacts.inline_limit(backend.artifact_threshold):
         raise ConfigError("arguments of a recurring schedule must be small (no artifacts)")
     schedule = Schedule(backend, fn.name, schedule_id, spec)
     await _publish_schedule(
