@@ -11,6 +11,17 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from jsflow._validate import (
+    MAX_DURATION,
+    check_id,
+    check_name,
+    count,
+    duration,
+    number,
+    one_of,
+    optional_duration,
+    shorten,
+)
 from jsflow.errors import ConfigError
 from jsflow.observability import get_logger, tracer
 from jsflow.tasks.backend import (
@@ -22,7 +33,7 @@ from jsflow.tasks.backend import (
 )
 from jsflow.tasks.handle import TaskHandle
 from jsflow.tasks.payload import CallCodec
-from jsflow.tasks.streams import check_max_age, validate_name
+from jsflow.tasks.streams import DEFAULT_APP, MAX_APP_NAME, check_max_age, validate_name
 
 if TYPE_CHECKING:
     from jsflow.client import Client
@@ -36,22 +47,32 @@ R = TypeVar("R")
 _log = get_logger(__name__)
 
 
-def _parse_rate(rate_limit: str | tuple[float, float] | None) -> tuple[float, float] | None:
+_MAX_RETRIES = 1000  # the request's server-side max_deliver is derived from it
+_MAX_CONCURRENCY = 100_000
+
+
+def _parse_rate(rate_limit: object) -> tuple[float, float] | None:
     """``"10/s"``, ``"100/m"``, ``"5/h"`` or ``(rate, per_seconds)``."""
     if rate_limit is None:
         return None
     if isinstance(rate_limit, tuple):
+        if len(rate_limit) != 2:
+            raise ConfigError(f"rate_limit must be (rate, per_seconds), got {shorten(rate_limit)}")
         rate, per = rate_limit
-    else:
+    elif isinstance(rate_limit, str):
         units = {"s": 1.0, "m": 60.0, "h": 3600.0}
         try:
-            count, unit = str(rate_limit).split("/")
-            rate, per = float(count), units[unit.strip()]
+            amount, unit = rate_limit.split("/")
+            rate, per = float(amount), units[unit.strip()]
         except (ValueError, KeyError) as exc:
-            raise ConfigError(f"rate_limit must look like '10/s', got {rate_limit!r}") from exc
-    if not rate > 0 or not per > 0:
-        raise ConfigError(f"rate_limit must be positive, got {rate_limit!r}")
-    return float(rate), float(per)
+            raise ConfigError(
+                f"rate_limit must look like '10/s', got {shorten(rate_limit)}"
+            ) from exc
+    else:
+        raise ConfigError(f"rate_limit must be a str or a tuple, got {shorten(rate_limit)}")
+    rate = number("rate_limit (rate)", rate, minimum=0.0, exclusive_minimum=True)
+    per = duration("rate_limit (per)", per)
+    return rate, per
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +94,14 @@ class TaskOptions:
 
     def __post_init__(self) -> None:
         validate_name(self.name)
-        if self.retries < 0:
-            raise ConfigError(f"retries must be >= 0, got {self.retries}")
-        if self.timeout is not None and not self.timeout > 0:
-            raise ConfigError(f"timeout must be positive, got {self.timeout}")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.backoff < 0 or self.max_backoff < self.backoff:
-            raise ConfigError("need 0 <= backoff <= max_backoff")
+        count("retries", self.retries, minimum=0, maximum=_MAX_RETRIES)
+        optional_duration("timeout", self.timeout)
+        if self.concurrency is not None:
+            count("concurrency", self.concurrency, minimum=1, maximum=_MAX_CONCURRENCY)
+        backoff = duration("backoff", self.backoff, positive=False)
+        max_backoff = duration("max_backoff", self.max_backoff, positive=False)
+        if max_backoff < backoff:
+            raise ConfigError(f"max_backoff ({max_backoff}) must be >= backoff ({backoff})")
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds to wait before retrying after failed attempt ``attempt`` (1-based)."""
@@ -130,9 +151,12 @@ class TaskFunction(Generic[P, R]):
     ) -> TaskHandle[R]:
         """:meth:`submit` with an explicit ``task_id`` (idempotent: resubmitting is a no-op)."""
         kwargs = kwargs or {}
-        task_id = validate_name(task_id, "task id") if task_id else uuid.uuid4().hex
+        task_id = check_id("task id", task_id) if task_id is not None else uuid.uuid4().hex
+        deps = [
+            check_id("dependency id", d.id if isinstance(d, TaskHandle) else str(d))
+            for d in depends_on or ()
+        ]
         payload = self.codec.encode_args(args, kwargs)
-        deps = [d.id if isinstance(d, TaskHandle) else str(d) for d in depends_on or ()]
         backend = await self.app.backend()
         with tracer().start_as_current_span("jsflow.tasks.submit") as span:
             span.set_attribute("jsflow.task", self.name)
@@ -147,15 +171,16 @@ class TaskFunction(Generic[P, R]):
         return TaskHandle(backend, task_id, self.name, self.codec)
 
     async def submit_at(self, when: dt.datetime, *args: Any, **kwargs: Any) -> TaskHandle[R]:
-        """Queue a call that the server releases at ``when`` (timezone-aware datetime)."""
+        """Queue a call that the server releases at ``when`` (timezone-aware datetime, at
+        most a century from now)."""
         from jsflow.tasks.schedules import submit_at
 
+        _check_when(when)
         return await submit_at(self, when, args, kwargs)
 
     async def submit_in(self, delay: float, *args: Any, **kwargs: Any) -> TaskHandle[R]:
-        """Queue a call that the server releases after ``delay`` seconds."""
-        if not delay >= 0:
-            raise ConfigError(f"delay must be >= 0, got {delay}")
+        """Queue a call that the server releases after ``delay`` seconds (at most a century)."""
+        delay = duration("delay", delay, positive=False)
         when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
         return await self.submit_at(when, *args, **kwargs)
 
@@ -168,6 +193,19 @@ class TaskFunction(Generic[P, R]):
         from jsflow.tasks.schedules import schedule_cron
 
         return await schedule_cron(self, schedule_id, cron, args, kwargs)
+
+
+def _check_when(when: object) -> None:
+    """``when`` of :meth:`TaskFunction.submit_at`: an aware datetime within a century."""
+    one_of("when", when, dt.datetime)
+    assert isinstance(when, dt.datetime)
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ConfigError(f"when must be a timezone-aware datetime, got {when!r}")
+    try:
+        ahead = (when - dt.datetime.now(dt.UTC)).total_seconds()
+    except OverflowError as exc:
+        raise ConfigError(f"when is out of range: {when!r}") from exc
+    number("when (seconds from now)", ahead, maximum=MAX_DURATION)
 
 
 class App:
@@ -190,6 +228,14 @@ class App:
     stays ``PENDING`` and ``result()`` waits until its timeout. A task already running when
     its request expires still finishes, and is redelivered only while its request exists.
     Finished tasks' events expire the same way (``events()`` then starts later).
+
+    ``isolated=True`` separates this app from every other: its durables
+    (``jsflow_task_<app>~<name>``), request subjects (``task.requested.<app>~<name>``), task
+    states (bucket ``jsflow_tasks_<app>``, so ids never clash) and artifact names carry the
+    app name (at most 64 characters), so two apps defining the same task never consume
+    each other's requests. Without it (the default, for compatibility) every app shares the
+    unqualified names of the ``"default"`` app. Cron schedules, the ``EventRouter`` and
+    the events' subjects do not know isolated apps yet.
     """
 
     def __init__(
@@ -200,12 +246,19 @@ class App:
         artifact_threshold: int = DEFAULT_ARTIFACT_THRESHOLD,
         retention: float | dt.timedelta | None = DEFAULT_RETENTION,
         request_max_age: float | dt.timedelta | None = None,
+        isolated: bool = False,
     ) -> None:
-        validate_name(name, "app name")
-        if artifact_threshold < 1:
-            raise ConfigError(f"artifact_threshold must be >= 1, got {artifact_threshold}")
+        one_of("isolated", isolated, bool)
+        if isolated:
+            check_name("app name", name, max_len=MAX_APP_NAME)
+        else:
+            validate_name(name, "app name")
+        count("artifact_threshold", artifact_threshold, minimum=1)
         self.client = client
         self.name = name
+        self.isolated = isolated
+        # The namespace of this app's subjects, durables and state.
+        self.scope = name if isolated else DEFAULT_APP
         self.artifact_threshold = artifact_threshold
         self.retention = check_retention(retention)
         if isinstance(request_max_age, dt.timedelta):
@@ -274,6 +327,7 @@ class App:
                     artifact_threshold=self.artifact_threshold,
                     retention=self.retention,
                     request_max_age=self.request_max_age,
+                    app=self.scope,
                 )
         return self._backend
 

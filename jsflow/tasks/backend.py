@@ -14,15 +14,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import math
 import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from jsflow._js import map_nats_errors
+from jsflow._js import codes, map_nats_errors
+from jsflow._js import headers as server_headers
 from jsflow._proto import task_pb2
+from jsflow._validate import check_id, count, duration
 from jsflow.errors import ConfigError, ServerError
 from jsflow.observability import get_logger, tracer
 from jsflow.tasks.artifacts import ArtifactStore
@@ -32,6 +33,7 @@ from jsflow.tasks.state import Declined, TaskStore, set_status, status_of
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import (
     CANCEL_PREFIX,
+    DEFAULT_APP,
     H_ARGS_REF,
     H_MSG_ID,
     H_STATE_REVISION,
@@ -40,6 +42,8 @@ from jsflow.tasks.streams import (
     ensure_streams,
     message_ttl,
     request_subject,
+    state_bucket,
+    task_token,
 )
 
 if TYPE_CHECKING:
@@ -53,7 +57,6 @@ DEFAULT_RETENTION = 24 * 3600.0
 # artifact is already gone.
 _ARTIFACT_MARGIN = 60.0
 _MAX_GRAPH = 10_000
-_DUPLICATE_IN_BATCH = 10201
 _FAILED_DEP = (TaskStatus.FAILED, TaskStatus.DEAD, TaskStatus.CANCELLED)
 _log = get_logger(__name__)
 
@@ -79,9 +82,7 @@ def check_retention(retention: float | dt.timedelta | None) -> float | None:
     if retention is None:
         return None
     seconds = retention.total_seconds() if isinstance(retention, dt.timedelta) else retention
-    if not isinstance(seconds, int | float) or not seconds >= 1 or math.isinf(seconds):
-        raise ConfigError(f"retention must be at least 1 second or None, got {retention!r}")
-    return float(seconds)
+    return duration("retention", seconds, minimum=1.0, positive=False)
 
 
 def _awaits_request(state: task_pb2.TaskState) -> bool:
@@ -98,7 +99,8 @@ class TaskBackend:
     """Shared machinery of the tasks layer for one client.
 
     ``retention`` (seconds, >= 1; ``None`` keeps finished tasks forever) is how long a task's
-    state and artifacts stay after it finished.
+    state and artifacts stay after it finished. ``app`` scopes subjects, state and artifact
+    names (:func:`task_token`, :func:`state_bucket`); the default app keeps the bare ones.
     """
 
     def __init__(
@@ -108,9 +110,10 @@ class TaskBackend:
         *,
         artifact_threshold: int = DEFAULT_ARTIFACT_THRESHOLD,
         retention: float | dt.timedelta | None = DEFAULT_RETENTION,
+        app: str = DEFAULT_APP,
     ) -> None:
-        if artifact_threshold < 1:
-            raise ConfigError(f"artifact_threshold must be >= 1, got {artifact_threshold}")
+        count("artifact_threshold", artifact_threshold, minimum=1)
+        self.app = app
         self.client = client
         self.store = store
         self.artifacts = ArtifactStore(client)
@@ -125,6 +128,7 @@ class TaskBackend:
         artifact_threshold: int = DEFAULT_ARTIFACT_THRESHOLD,
         retention: float | dt.timedelta | None = DEFAULT_RETENTION,
         request_max_age: float | None = None,
+        app: str = DEFAULT_APP,
     ) -> TaskBackend:
         """Ensure the streams and the task-state bucket exist, and bind them.
 
@@ -133,8 +137,14 @@ class TaskBackend:
         """
         retention = check_retention(retention)
         await ensure_streams(client, max_age=request_max_age)
-        store = await TaskStore.open(client)
-        return cls(client, store, artifact_threshold=artifact_threshold, retention=retention)
+        store = await TaskStore.open(client, state_bucket(app))
+        return cls(
+            client, store, artifact_threshold=artifact_threshold, retention=retention, app=app
+        )
+
+    def token(self, name: str) -> str:
+        """The subject token of this backend's task ``name`` (see :func:`task_token`)."""
+        return task_token(self.app, name)
 
     # -- payloads --------------------------------------------------------------------------
 
@@ -148,8 +158,10 @@ class TaskBackend:
     ) -> tuple[bytes, str]:
         """``(data, "")``, or ``(b"", ref)`` after moving a large payload to the object store
         (expiring after ``ttl`` seconds when given)."""
-        if len(data) <= self.artifact_threshold:
+        if len(data) <= self.artifacts.inline_limit(self.artifact_threshold):
             return data, ""
+        if self.app != DEFAULT_APP:  # two apps may use one task id
+            name = f"{self.app}/{name}"
         return b"", await self.artifacts.put(name, data, ttl=ttl)
 
     async def settle_artifacts(self, state: task_pb2.TaskState, args: bytes | None = None) -> None:
@@ -230,13 +242,14 @@ class TaskBackend:
             for message in messages:
                 await self._publish_one(*message)
 
-    @staticmethod
     def request_message(
-        state: task_pb2.TaskState, msg_id: str, revision: int
+        self, state: task_pb2.TaskState, msg_id: str, revision: int
     ) -> tuple[str, bytes, dict[str, str]]:
         """Subject, body and headers of a request: with a known revision the body is the
         whole state, else (as from other producers) the encoded arguments. The headers do
         not include the TTL (a schedule that fires the request must not carry one)."""
+        if self.app != DEFAULT_APP:  # the stream dedupes by msg id: two apps, one task id
+            msg_id = task_token(self.app, msg_id)
         headers = {H_TASK_ID: state.id, H_MSG_ID: msg_id}
         if revision:
             headers[H_STATE_REVISION] = str(revision)
@@ -245,7 +258,7 @@ class TaskBackend:
             body = bytes(state.args)
             if state.args_ref:
                 headers[H_ARGS_REF] = state.args_ref
-        return request_subject(state.name, state.id), body, headers
+        return request_subject(self.token(state.name), state.id), body, headers
 
     async def _publish_one(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
         with map_nats_errors(subject=subject):
@@ -259,21 +272,21 @@ class TaskBackend:
             span.set_attribute("jsflow.batch_size", len(messages))
             with map_nats_errors(subject=messages[0][0]):
                 for i, (subject, body, base) in enumerate(messages):
-                    headers = dict(base)
-                    headers["Nats-Batch-Id"] = batch_id
-                    headers["Nats-Batch-Sequence"] = str(i + 1)
+                    hdrs = dict(base)
+                    hdrs[server_headers.BATCH_ID] = batch_id
+                    hdrs[server_headers.BATCH_SEQUENCE] = str(i + 1)
                     if i < last:
-                        await nc.publish(subject, body, headers=headers)
+                        await nc.publish(subject, body, headers=hdrs)
                         continue
-                    headers["Nats-Batch-Commit"] = "1"
+                    hdrs[server_headers.BATCH_COMMIT] = "1"
                     reply = await nc.request(
-                        subject, body, headers=headers, timeout=self.client.timeout
+                        subject, body, headers=hdrs, timeout=self.client.timeout
                     )
             answer = json.loads(reply.data or b"{}")
             error = answer.get("error")
             if error is None:
                 return
-            if error.get("err_code") == _DUPLICATE_IN_BATCH:  # a redelivered expansion
+            if error.get("err_code") == codes.BATCH_DUPLICATE_MSG:  # a redelivered expansion
                 span.set_attribute("jsflow.duplicate", True)
                 return
             raise ServerError(
@@ -376,7 +389,7 @@ class TaskBackend:
     async def check_dependencies(self, task_id: str, depends_on: Iterable[str]) -> list[str]:
         """Validate ``depends_on`` for a new task ``task_id``: every dependency must exist and
         none may lead back to ``task_id`` (:class:`DependencyCycleError`)."""
-        deps = list(dict.fromkeys(depends_on))
+        deps = list(dict.fromkeys(check_id("dependency id", d) for d in depends_on))
         if task_id in deps:
             raise DependencyCycleError(f"task {task_id} cannot depend on itself")
         seen: set[str] = set()

@@ -1,23 +1,11 @@
-"""Exceptions specific to the tasks layer (all in the :class:`jsflow.TaskError` family)."""
+"""Exceptions specific to the tasks layer (all in the :class:`jsflow.TaskError` family).
+
+They are defined in :mod:`jsflow.errors`, the one exception tree; this module keeps the
+names importable from where the tasks layer always had them (one class each, not copies).
+"""
 
 from __future__ import annotations
 
-from jsflow.errors import ConfigError, TaskError
+from jsflow.errors import DependencyCycleError, TaskNotFoundError, TaskTimeoutError
 
 __all__ = ["DependencyCycleError", "TaskNotFoundError", "TaskTimeoutError"]
-
-
-class TaskTimeoutError(TaskError):
-    """A task attempt ran longer than its ``timeout`` and was cancelled."""
-
-
-class TaskNotFoundError(TaskError, LookupError):
-    """No task with the given id exists in the task store."""
-
-    def __init__(self, task_id: str) -> None:
-        super().__init__(f"task {task_id!r} not found")
-        self.task_id = task_id
-
-
-class DependencyCycleError(TaskError, ConfigError):
-    """A task would (transitively) depend on itself."""

@@ -25,12 +25,11 @@ too: a message without one is kept until it is purged.
 from __future__ import annotations
 
 import asyncio
-import math
-import re
 import weakref
 from typing import TYPE_CHECKING
 
-from jsflow._js import api, js_errors, map_nats_errors
+from jsflow._js import api, codes, headers, js_errors, map_nats_errors
+from jsflow._validate import check_name, duration
 from jsflow.errors import ConfigError
 from jsflow.observability import get_logger
 
@@ -39,7 +38,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CANCEL_PREFIX",
+    "DEFAULT_APP",
     "DEFAULT_REQUEST_MAX_AGE",
+    "MAX_APP_NAME",
     "STATE_BUCKET",
     "TASK_STREAM",
     "ensure_streams",
@@ -48,7 +49,9 @@ __all__ = [
     "request_filters",
     "request_subject",
     "schedule_subject",
+    "state_bucket",
     "task_filter",
+    "task_token",
     "validate_name",
 ]
 
@@ -56,6 +59,11 @@ TASK_STREAM = "JSFLOW_TASKS"
 STATE_BUCKET = "jsflow_tasks"
 ARTIFACT_BUCKET = "jsflow_artifacts"
 CANCEL_PREFIX = "jsflow.task_cancel."
+# The app whose tasks keep the unqualified names (subjects, durables, state bucket).
+DEFAULT_APP = "default"
+# An isolated app's name is part of its state bucket's name (``jsflow_tasks_<app>``).
+MAX_APP_NAME = 64
+_APP_SEPARATOR = "~"  # in no app or task name: ``<app>~<name>`` is never ambiguous
 
 # How long requests and events are kept (their per-message TTL) unless configured otherwise.
 DEFAULT_REQUEST_MAX_AGE = 7 * 24 * 3600.0
@@ -75,16 +83,28 @@ H_TTL = "Nats-TTL"
 H_SCHEDULE_TTL = "Nats-Schedule-TTL"
 
 _log = get_logger(__name__)
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 # Per client: the stream setup, resolving to the ``Nats-TTL`` value of requests and events.
 _ready: weakref.WeakKeyDictionary[Client, asyncio.Future[str]] = weakref.WeakKeyDictionary()
 
 
 def validate_name(value: str, what: str = "task name") -> str:
-    """Return ``value`` if it is one subject token of ``A-Z a-z 0-9 _ -``, else ConfigError."""
-    if not isinstance(value, str) or not _TOKEN.match(value):
-        raise ConfigError(f"invalid {what} {value!r}: use 1-200 of A-Z a-z 0-9 _ -")
-    return value
+    """Return ``value`` if it is a legal name (:func:`jsflow._validate.check_name`: 1-128 of
+    ``A-Z a-z 0-9 _ -``), else :class:`InvalidNameError` (a ``ConfigError``)."""
+    return check_name(what, value)
+
+
+def task_token(app: str, name: str) -> str:
+    """The subject token naming task ``name`` of app ``app``: the bare name for the default
+    app (today's subjects), ``<app>~<name>`` for an isolated app. Pass it as ``name`` to
+    :func:`request_subject`, :func:`request_filters`, :func:`event_subject` and
+    :func:`schedule_subject`; ``~`` is in no app or task name, so two apps' tokens differ."""
+    return name if app == DEFAULT_APP else f"{app}{_APP_SEPARATOR}{name}"
+
+
+def state_bucket(app: str) -> str:
+    """The KV bucket holding the task states of app ``app`` (``jsflow_tasks`` for the
+    default app, ``jsflow_tasks_<app>`` for an isolated one)."""
+    return STATE_BUCKET if app == DEFAULT_APP else f"{STATE_BUCKET}_{app}"
 
 
 def request_subject(name: str, task_id: str | None = None) -> str:
@@ -120,18 +140,12 @@ def check_max_age(max_age: float | None) -> float | None:
     """``max_age`` in seconds (a positive finite number, or ``None``: keep as configured)."""
     if max_age is None:
         return None
-    if (
-        isinstance(max_age, bool)
-        or not isinstance(max_age, int | float)
-        or not (1.0 <= max_age < float("inf"))
-    ):
-        raise ConfigError(f"request_max_age must be at least 1 second, got {max_age!r}")
-    return float(max_age)
+    return duration("request_max_age", max_age, minimum=1.0, positive=False)
 
 
 def ttl_value(max_age: float) -> str:
     """``max_age`` seconds as a ``Nats-TTL`` header value (whole seconds, rounded up)."""
-    return f"{max(1, math.ceil(max_age))}s"
+    return headers.ttl_value(max_age)
 
 
 def _recorded_max_age(config: api.StreamConfig) -> float | None:
@@ -161,6 +175,8 @@ async def _create(client: Client, max_age: float | None) -> float:
         allow_atomic=True,
         allow_msg_schedules=True,
         allow_msg_ttl=True,
+        # Event followers replay by direct get (any replica answers; no consumer each).
+        allow_direct=True,
         metadata={MAX_AGE_METADATA: repr(wanted)},
     )
     with map_nats_errors(subject=TASK_STREAM):
@@ -171,18 +187,19 @@ async def _create(client: Client, max_age: float | None) -> float:
                 await js.add_stream(config)
                 return wanted
             except js_errors.BadRequestError as exc:
-                if exc.err_code != 10058:  # created concurrently
+                if exc.err_code != codes.STREAM_NAME_IN_USE:  # created concurrently
                     raise
             info = await js.stream_info(TASK_STREAM)
         current = info.config
         recorded = _recorded_max_age(current)
         effective = max_age if max_age is not None else (recorded or DEFAULT_REQUEST_MAX_AGE)
-        legacy = bool(current.max_age) or not current.allow_msg_ttl
+        legacy = bool(current.max_age) or not current.allow_msg_ttl or not current.allow_direct
         if legacy or recorded is None or abs(recorded - effective) > 1e-3:
             # Explicitly asked for, or a stream without per-message TTLs: bring it to the
             # current layout (the rest of its configuration stays as it is).
             current.max_age = 0.0
             current.allow_msg_ttl = True
+            current.allow_direct = True
             current.metadata = {**(current.metadata or {}), MAX_AGE_METADATA: repr(effective)}
             await js.update_stream(current)
             _log.info(

@@ -24,9 +24,19 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from jsflow._js import Msg, api, js_errors, map_nats_errors, nats_errors
+from jsflow._js import Msg, Puller, api, js_errors, map_nats_errors
 from jsflow._proto import task_pb2
-from jsflow.errors import CodecError, ConfigError, JsflowError
+from jsflow._validate import check_id, count, number, shorten
+from jsflow.errors import (
+    CodecError,
+    ConfigError,
+    ConnectionClosedError,
+    ControlLineTooLongError,
+    InvalidKeyError,
+    JsflowError,
+    ServerError,
+)
+from jsflow.flow.consume import fetch_loop
 from jsflow.observability import get_logger, tracer
 from jsflow.store import KeyListener
 from jsflow.tasks.backend import TaskBackend, new_state
@@ -37,12 +47,14 @@ from jsflow.tasks.state import Declined, set_status, status_of
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import (
     CANCEL_PREFIX,
+    DEFAULT_APP,
     H_ARGS_REF,
     H_SCHEDULE_ID,
     H_STATE_REVISION,
     H_TASK_ID,
     TASK_STREAM,
     request_filters,
+    task_token,
 )
 
 if TYPE_CHECKING:
@@ -55,6 +67,16 @@ _MAX_BATCH = 64
 _FETCH_WAIT = 1.0
 _BATCH_WAIT = 0.05
 _CRASH_ALLOWANCE = 3  # deliveries beyond retries+1 (crashed workers) before a task is DEAD
+# The server stops delivering a request after this many deliveries beyond the point where
+# the worker records it DEAD itself: a backstop for requests no attempt can settle.
+_SERVER_MARGIN = 2
+_MAX_CONCURRENCY = 100_000
+_MAX_ACK_WAIT = 24 * 3600.0  # a heartbeat every ack_wait/3 keeps any attempt alive anyway
+_SLOT_WAIT = 1.0  # how often a loop waiting for a free slot checks its connection
+# Error texts stored in state and events are bounded: a huge exception message must not make
+# the outcome unrecordable (a state write past max_payload, retried until DeliveryLimit).
+MAX_ERROR_TYPE = 200
+MAX_ERROR_MESSAGE = 4096
 # An attempt that runs this long also watches its state for a cancel flag (a lost signal):
 # shorter ones end before a missed cancel matters, and cost the shared watch nothing.
 _LISTEN_AFTER = 1.0
@@ -69,10 +91,15 @@ class _Slots:
         self._event = asyncio.Event()
         self._event.set()
 
-    async def take(self, most: int) -> int:
+    async def take(self, most: int, timeout: float | None = None) -> int:
+        """Take up to ``most`` slots, waiting for one; 0 when ``timeout`` passed first."""
         while self.free <= 0:
             self._event.clear()
-            await self._event.wait()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._event.wait()
+            except TimeoutError:
+                return 0
         taken = min(most, self.free)
         self.free -= taken
         return taken
@@ -104,9 +131,16 @@ class _Running:
             self.task.cancel()
 
 
-def durable_name(task_name: str) -> str:
-    """The one durable consumer shared by every worker of task ``task_name``."""
-    return f"jsflow_task_{task_name}"
+def durable_name(task_name: str, app: str = DEFAULT_APP) -> str:
+    """The one durable consumer shared by every worker of task ``task_name`` of ``app``
+    (``jsflow_task_<name>`` for the default app, ``jsflow_task_<app>~<name>`` otherwise)."""
+    return f"jsflow_task_{task_token(app, task_name)}"
+
+
+def _limiter_name(task_name: str, app: str) -> str:
+    if app == DEFAULT_APP:
+        return f"jsflow-task-{task_name}"
+    return f"jsflow-app{len(app)}-{app}-{task_name}"  # the length keeps it unambiguous
 
 
 class Worker:
@@ -124,10 +158,8 @@ class Worker:
         ack_wait: float = 30.0,
         tasks: Iterable[str] | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
-        if not ack_wait >= 1.0:
-            raise ConfigError(f"ack_wait must be >= 1 second, got {ack_wait}")
+        concurrency = count("concurrency", concurrency, minimum=1, maximum=_MAX_CONCURRENCY)
+        ack_wait = number("ack_wait", ack_wait, minimum=1.0, maximum=_MAX_ACK_WAIT)
         names = list(tasks) if tasks is not None else list(app.tasks)
         unknown = [n for n in names if n not in app.tasks]
         if unknown:
@@ -144,9 +176,11 @@ class Worker:
         self._loops: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._subs: list[Any] = []
+        self._pullers: list[Puller] = []
         self._limiters: dict[str, Any] = {}
         self._backend: TaskBackend | None = None
         self._stopping = False
+        self._stop_event = asyncio.Event()
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -169,23 +203,34 @@ class Worker:
             fn = self.app.tasks[name]
             if fn.options.rate_limit is not None:
                 rate, per = fn.options.rate_limit
-                self._limiters[name] = client.rate_limiter(f"jsflow-task-{name}", rate, per=per)
+                self._limiters[name] = client.rate_limiter(
+                    _limiter_name(name, backend.app), rate, per=per
+                )
+        # A dotted task id misses this fast path; its state's flag still cancels it.
         with map_nats_errors(subject=CANCEL_PREFIX + "*"):
             self._subs.append(await client.nc.subscribe(CANCEL_PREFIX + "*", cb=self._on_cancel))
         for name in self._names:
-            psub = await self._bind(name)
-            self._subs.append(psub)
             fn = self.app.tasks[name]
+            puller = await self._bind(fn)
             own = _Slots(fn.options.concurrency) if fn.options.concurrency else None
-            loop = asyncio.get_running_loop().create_task(self._fetch_loop(fn, psub, own))
+            loop = asyncio.get_running_loop().create_task(self._fetch_loop(fn, puller, own))
             self._loops.append(loop)
         _log.info("tasks.worker_started", worker=self.id, tasks=self._names)
 
     async def run(self) -> None:
-        """Execute tasks until cancelled, then stop gracefully."""
+        """Execute tasks until cancelled, then stop gracefully.
+
+        Raises :class:`ConnectionClosedError` within seconds once the client's connection
+        is closed for good (``client.close()``, reconnects given up), so a supervisor can
+        start a new worker on a new connection.
+        """
         await self.start()
         try:
             await asyncio.gather(*self._loops)
+        except ConnectionClosedError:
+            # Nothing can be recorded or acked any more: do not wait for running attempts.
+            await self.stop(grace=0)
+            raise
         finally:
             await self.stop()
 
@@ -197,6 +242,7 @@ class Worker:
         if self._stopping:
             return
         self._stopping = True
+        self._stop_event.set()
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -209,6 +255,10 @@ class Worker:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._subs.clear()
+        for puller in self._pullers:
+            with contextlib.suppress(Exception):
+                await puller.close()
+        self._pullers.clear()
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -224,68 +274,113 @@ class Worker:
 
     # -- consuming -------------------------------------------------------------------------
 
-    async def _bind(self, name: str) -> Any:
+    async def _bind(self, fn: TaskFunction[Any, Any]) -> Puller:
+        """Create (or update) the task's durable consumer and start pulling from it.
+
+        Any refusal other than one for a consumer that exists (with a config this worker
+        may not change) fails the start, naming the durable and the server's reason: a
+        worker without its consumer would "run" and never execute anything.
+        """
         assert self._backend is not None
-        js = self._backend.client.js
-        durable = durable_name(name)
-        filters = request_filters(name)
+        client = self._backend.client
+        js = client.js
+        durable = durable_name(fn.name, self._backend.app)
+        filters = request_filters(self._backend.token(fn.name))
         config = api.ConsumerConfig(
             durable_name=durable,
             filter_subjects=filters,
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
             ack_wait=self.ack_wait,
-            max_deliver=-1,
+            # A backstop: the worker records a task DEAD (and terminates its request) after
+            # retries + 1 + _CRASH_ALLOWANCE deliveries; the server stops a little later.
+            max_deliver=fn.options.retries + 1 + _CRASH_ALLOWANCE + _SERVER_MARGIN,
             max_ack_pending=10_000,
         )
         with map_nats_errors(subject=filters[0]):
             try:
                 await js.add_consumer(TASK_STREAM, config)
-            except js_errors.BadRequestError as exc:
-                # Exists with another config (another worker's ack_wait): share it as is.
-                _log.info("tasks.consumer_exists", consumer=durable, detail=str(exc))
-            return await js.pull_subscribe_bind(durable=durable, stream=TASK_STREAM)
+            except js_errors.APIError as exc:
+                await self._check_consumer_exists(durable, exc)
+        puller = Puller(client.nc, js, TASK_STREAM, durable)
+        with map_nats_errors(subject=filters[0]):
+            await puller.start()
+        self._pullers.append(puller)
+        return puller
 
-    async def _fetch_loop(self, fn: TaskFunction[Any, Any], psub: Any, own: _Slots | None) -> None:
-        """Long-poll for one request holding one slot; when the consumer reports more
-        pending, take more slots and fetch them as a batch.
+    async def _check_consumer_exists(self, durable: str, exc: js_errors.APIError) -> None:
+        """After ``add_consumer`` was refused: go on only when ``durable`` exists."""
+        assert self._backend is not None
+        try:
+            await self._backend.client.js.consumer_info(TASK_STREAM, durable)
+        except js_errors.NotFoundError:
+            raise ServerError(
+                f"cannot create the consumer {durable!r} on stream {TASK_STREAM}: "
+                f"{exc.description or exc} (code {exc.err_code})"
+            ) from exc
+        # Exists with a config the server will not update (an older jsflow's): share it.
+        _log.info("tasks.consumer_exists", consumer=durable, detail=exc.description)
 
-        Holding a single slot while idle keeps one quiet task name from starving the others.
+    async def _fetch_loop(
+        self, fn: TaskFunction[Any, Any], puller: Puller, own: _Slots | None
+    ) -> None:
+        """Fetch requests through the shared consume loop, with capacity reserved first.
+
+        A fetch asks for one request (one slot) plus, when the last batch reported more
+        pending, as many more as free slots allow: holding a single slot while idle keeps
+        one quiet task name from starving the others. Ends with
+        :class:`ConnectionClosedError` once the connection is closed for good.
         """
-        errors = 0
-        while not self._stopping:
+        assert self._backend is not None
+        pending = 0  # what the consumer reported pending after the last batch
+
+        async def reserve() -> int:
+            await asyncio.sleep(0)  # let other task names' loops take slots freed just now
+            if not await self._take_slot(own):
+                return 0  # none freed in a while: the loop checks stop and its connection
+            extra = self._slots.try_take(min(pending, _MAX_BATCH - 1))
             if own is not None:
-                await own.take(1)
-            await self._slots.take(1)
-            held = 1
-            try:
-                # Poll briefly when every slot is taken, so an idle name yields its slot soon.
-                wait = _BATCH_WAIT * 2 if self._slots.free == 0 else _FETCH_WAIT
-                first = await psub.fetch(1, timeout=wait)
-                errors = 0
-                held -= self._dispatch(fn, first, own)
-                pending = int(first[-1].metadata.num_pending) if first else 0
-                if pending:
-                    extra = self._slots.try_take(min(pending, _MAX_BATCH))
-                    if own is not None:
-                        allowed = own.try_take(extra)
-                        self._slots.give(extra - allowed)
-                        extra = allowed
-                    held += extra
-                    if extra:
-                        more = await psub.fetch(extra, timeout=_BATCH_WAIT)
-                        held -= self._dispatch(fn, more, own)
-            except (TimeoutError, nats_errors.TimeoutError):
-                pass
-            except asyncio.CancelledError:
-                self._give(held, own)
-                raise
-            except Exception as exc:  # connection trouble: back off (bounded) and go on
-                errors += 1
-                _log.warning("tasks.fetch_failed", task=fn.name, error=repr(exc))
-                await asyncio.sleep(min(5.0, 0.1 * 2**errors))
-            self._give(held, own)
-            await asyncio.sleep(0)  # let other task names' loops take freed slots
+                allowed = own.try_take(extra)
+                self._slots.give(extra - allowed)
+                extra = allowed
+            return 1 + extra
+
+        def deliver(msgs: list[Msg]) -> None:
+            nonlocal pending
+            pending = int(msgs[-1].metadata.num_pending)
+            self._dispatch(fn, msgs, own)
+
+        def wait() -> float:
+            # Poll briefly when every slot is taken, so an idle name yields its slot soon.
+            return _BATCH_WAIT * 2 if self._slots.free == 0 else _FETCH_WAIT
+
+        await fetch_loop(
+            puller,
+            deliver,
+            client=self._backend.client,
+            stop=self._stop_event,
+            reserve=reserve,
+            release=lambda n: self._give(n, own),
+            timeout=wait,
+            name=durable_name(fn.name, self._backend.app),
+        )
+
+    async def _take_slot(self, own: _Slots | None) -> bool:
+        """One slot of the task's own limit and one of the worker's; ``False`` when none
+        freed within ``_SLOT_WAIT`` (the caller checks its connection and tries again)."""
+        if own is not None and not await own.take(1, timeout=_SLOT_WAIT):
+            return False
+        try:
+            taken = await self._slots.take(1, timeout=_SLOT_WAIT)
+        except BaseException:
+            if own is not None:
+                own.give(1)
+            raise
+        if not taken:
+            if own is not None:
+                own.give(1)
+            return False
+        return True
 
     def _dispatch(self, fn: TaskFunction[Any, Any], msgs: list[Msg], own: _Slots | None) -> int:
         """Start processing ``msgs`` (each owns one slot from here on); returns how many."""
@@ -321,12 +416,16 @@ class Worker:
 
     async def _handle(self, fn: TaskFunction[Any, Any], msg: Msg) -> None:
         assert self._backend is not None
-        headers = msg.headers or {}
         meta = msg.metadata
-        task_id = headers.get(H_TASK_ID) or (
-            f"{headers.get(H_SCHEDULE_ID, 'msg')}-{meta.sequence.stream}"
-        )
+        try:
+            task_id = _request_task_id(msg)
+        except JsflowError as exc:  # an id no key or subject may carry: never retried
+            await _terminate(msg, fn.name, "illegal id", error=str(exc))
+            return
         carried = _carried_state(msg, task_id)
+        if carried is not None and carried[0].name != fn.name:
+            await _terminate(msg, fn.name, "carries another task's state", task_id=task_id)
+            return
         entry = self._running[task_id] = _Running()
         try:
             started = None
@@ -387,6 +486,13 @@ class Worker:
         headers = msg.headers or {}
         meta = msg.metadata
         state = await store.get(task_id)
+        if state is not None and state.name != fn.name:
+            # The id of another task's state (a forged or misrouted request): running this
+            # function on it would finish that task with this one's outcome. Leave it alone.
+            await _terminate(
+                msg, fn.name, "names another task's id", task_id=task_id, owner=state.name
+            )
+            return None
         if state is None:  # scheduled (cron) requests and requests from other producers
             if carried is not None:
                 fresh = task_pb2.TaskState()
@@ -451,9 +557,11 @@ class Worker:
             if state.args_ref:
                 entry.args = data
             args, kwargs = fn.codec.decode_args(data)
-        except CodecError as exc:
+        except (CodecError, ConfigError, InvalidKeyError, ControlLineTooLongError) as exc:
+            # Arguments that cannot be read (bad encoding, an illegal artifact reference)
+            # never will be: the task is dead, not retried.
             await self._finish(
-                state.id, msg, TaskStatus.DEAD, attempt, "CodecError", error_message=str(exc)
+                state.id, msg, TaskStatus.DEAD, attempt, type(exc).__name__, error_message=str(exc)
             )
             return
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(msg, entry, state.id))
@@ -577,7 +685,7 @@ class Worker:
         self, fn: TaskFunction[Any, Any], state: task_pb2.TaskState, msg: Msg, exc: Exception
     ) -> None:
         attempt = state.attempt
-        error_type, error_message = type(exc).__name__, str(exc)
+        error_type, error_message = error_texts(exc)
         if attempt > fn.options.retries:
             await self._finish(
                 state.id, msg, TaskStatus.FAILED, attempt, error_type, error_message=error_message
@@ -595,7 +703,7 @@ class Worker:
                 cancelled = True
                 raise Declined
             set_status(s, TaskStatus.RETRYING)
-            s.error_type, s.error_message = error_type, error_message
+            s.error_type, s.error_message = _bound_error(error_type, error_message)
 
         new = None if cancelled else await self._backend.store.transition(state.id, retry)
         if cancelled:
@@ -645,7 +753,7 @@ class Worker:
             ):
                 raise Declined
             set_status(s, status)
-            s.error_type, s.error_message = error_type, error_message
+            s.error_type, s.error_message = _bound_error(error_type, error_message)
             if result is not None:
                 s.result, s.result_ref = result
 
@@ -701,6 +809,59 @@ class Worker:
         if entry is not None:
             entry.pending = []
         await wait_all(pending)
+
+
+def _request_task_id(msg: Msg) -> str:
+    """The id of the task a request is for, from its headers, validated (never trusted):
+    ``Jsflow-Task-Id``, else ``<Jsflow-Schedule-Id>-<stream sequence>`` (a fired schedule),
+    else ``msg-<stream sequence>`` (a bare request of another producer). Raises
+    :class:`InvalidNameError` for an id no key or subject may carry (empty, too long,
+    illegal characters)."""
+    headers = msg.headers or {}
+    sequence = msg.metadata.sequence.stream
+    if H_TASK_ID in headers:
+        return check_id("task id", headers[H_TASK_ID])
+    if H_SCHEDULE_ID in headers:
+        schedule_id = check_id("schedule id", headers[H_SCHEDULE_ID])
+        return check_id("task id", f"{schedule_id}-{sequence}")
+    return f"msg-{sequence}"
+
+
+async def _terminate(msg: Msg, task: str, reason: str, **detail: str) -> None:
+    """End a request that no attempt can ever process: logged once, never redelivered."""
+    meta = msg.metadata
+    _log.warning(
+        "tasks.request_terminated",
+        task=task,
+        reason=reason,
+        stream_seq=meta.sequence.stream,
+        **{k: shorten(v, 200) for k, v in detail.items()},
+    )
+    await msg.term()
+
+
+def _truncate(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (valid UTF-8: lone surrogates become
+    ``?``), marked with its original length when cut."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return data.decode("utf-8")
+    suffix = f"... ({len(text)} chars)"
+    return data[: limit - len(suffix)].decode("utf-8", "ignore") + suffix
+
+
+def _bound_error(error_type: str, error_message: str) -> tuple[str, str]:
+    return _truncate(error_type, MAX_ERROR_TYPE), _truncate(error_message, MAX_ERROR_MESSAGE)
+
+
+def error_texts(exc: BaseException) -> tuple[str, str]:
+    """The (bounded) error type and message recorded for ``exc``: at most
+    ``MAX_ERROR_TYPE`` and ``MAX_ERROR_MESSAGE`` UTF-8 bytes, whatever the exception holds."""
+    try:
+        message = str(exc)
+    except Exception:  # a __str__ that raises must not lose the outcome
+        message = f"<unprintable {type(exc).__name__}>"
+    return _bound_error(type(exc).__name__, message)
 
 
 def _carried_state(msg: Msg, task_id: str) -> tuple[task_pb2.TaskState, int] | None:
