@@ -61,6 +61,7 @@ async def test_flow_sample(jsflow_client: jsflow.Client, jsflow_bucket: str) -> 
         max_deliver=5,
         backoff=[0.1, 0.5, 2.0],
         dead_letter=f"orders.{name}.dead",
+        dead_letter_stream=f"ORDERS_DLQ_{name}",
     )
     sub = await jsflow_client.nc.subscribe(subject_out)
     async with flow:
