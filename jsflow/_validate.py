@@ -53,14 +53,19 @@ def shorten(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(str(value))} chars)"
 
 
-def check_name(kind: str, value: object, *, max_len: int = MAX_NAME_LEN) -> str:
-    """A stream, bucket, durable, app or task name: ``A-Z a-z 0-9 - _``, 1..``max_len`` chars."""
+def _bounded_str(kind: str, value: object, max_len: int) -> str:
     if not isinstance(value, str):
         raise InvalidNameError(kind, value, f"must be a str, not {type(value).__name__}")
     if not value:
         raise InvalidNameError(kind, value, "must not be empty")
     if len(value) > max_len:
         raise InvalidNameError(kind, value, f"longer than {max_len} characters ({len(value)})")
+    return value
+
+
+def check_name(kind: str, value: object, *, max_len: int = MAX_NAME_LEN) -> str:
+    """A stream, bucket, durable, app or task name: ``A-Z a-z 0-9 - _``, 1..``max_len`` chars."""
+    value = _bounded_str(kind, value, max_len)
     if not _NAME.match(value):
         bad = "".join(sorted({c for c in value if not _NAME.match(c)}))[:20]
         raise InvalidNameError(kind, value, f"illegal character(s) {bad!r} (use A-Z a-z 0-9 - _)")
@@ -70,12 +75,7 @@ def check_name(kind: str, value: object, *, max_len: int = MAX_NAME_LEN) -> str:
 def check_id(kind: str, value: object, *, max_len: int = MAX_KEY_LEN) -> str:
     """An id that becomes part of a key or subject: ``A-Z a-z 0-9 - _ / = .`` without empty
     tokens, 1..``max_len`` chars (a task id, schedule id, correlation id)."""
-    if not isinstance(value, str):
-        raise InvalidNameError(kind, value, f"must be a str, not {type(value).__name__}")
-    if not value:
-        raise InvalidNameError(kind, value, "must not be empty")
-    if len(value) > max_len:
-        raise InvalidNameError(kind, value, f"longer than {max_len} characters ({len(value)})")
+    value = _bounded_str(kind, value, max_len)
     if not _ID.match(value):
         bad = "".join(sorted({c for c in value if not _ID.match(c)}))[:20]
         raise InvalidNameError(
@@ -106,12 +106,7 @@ def check_subject(
 ) -> str:
     """A NATS subject: dot-separated tokens without whitespace or control characters;
     ``*`` and a final ``>`` as whole tokens only when ``wildcards``."""
-    if not isinstance(value, str):
-        raise InvalidNameError(kind, value, f"must be a str, not {type(value).__name__}")
-    if not value:
-        raise InvalidNameError(kind, value, "must not be empty")
-    if len(value) > max_len:
-        raise InvalidNameError(kind, value, f"longer than {max_len} characters ({len(value)})")
+    value = _bounded_str(kind, value, max_len)
     tokens = value.split(".")
     for i, token in enumerate(tokens):
         if token in ("*", ">"):
