@@ -19,12 +19,11 @@ never becomes a subject unchecked.
 from __future__ import annotations
 
 import asyncio
-import math
 from typing import TYPE_CHECKING, Any
 
 from jsflow._js import api, codes, headers, js_errors, js_object_store, map_nats_errors
-from jsflow._validate import check_id, shorten
-from jsflow.errors import CodecError, ConfigError, InvalidNameError
+from jsflow._validate import check_id, duration, shorten
+from jsflow.errors import CodecError, InvalidNameError
 from jsflow.observability import tracer
 from jsflow.tasks.streams import ARTIFACT_BUCKET
 
@@ -46,9 +45,8 @@ _DEFAULT_CHUNK = 128 * 1024  # nats-py's default chunk size
 
 def ttl_header(ttl: float) -> str:
     """The ``Nats-TTL`` value for ``ttl`` seconds (a Go duration; the server's minimum is 1 s)."""
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 1 <= ttl < math.inf:
-        raise ConfigError(f"ttl must be at least 1 second (server minimum), got {shorten(ttl)}")
-    return headers.ttl_value(ttl)  # whole seconds, rounded up: never expires early
+    # whole seconds, rounded up: never expires early
+    return headers.ttl_value(duration("ttl", ttl, minimum=1.0, positive=False))
 
 
 class _TTLPublisher:

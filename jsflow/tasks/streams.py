@@ -143,11 +143,6 @@ def check_max_age(max_age: float | None) -> float | None:
     return duration("request_max_age", max_age, minimum=1.0, positive=False)
 
 
-def ttl_value(max_age: float) -> str:
-    """``max_age`` seconds as a ``Nats-TTL`` header value (whole seconds, rounded up)."""
-    return headers.ttl_value(max_age)
-
-
 def _recorded_max_age(config: api.StreamConfig) -> float | None:
     """The request max age an existing stream records: its metadata, else (a stream made
     by an older jsflow) its stream-wide ``max_age``."""
@@ -226,7 +221,7 @@ async def ensure_streams(client: Client, *, max_age: float | None = None) -> str
         future = asyncio.get_running_loop().create_future()
         _ready[client] = future
         try:
-            ttl = ttl_value(await _create(client, max_age))
+            ttl = headers.ttl_value(await _create(client, max_age))
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved
