@@ -76,9 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     router = sub.add_parser("router", parents=[common], help="run an EventRouter from TOML")
     router.add_argument("rules", help="path of the TOML rules file")
 
+    scoped = argparse.ArgumentParser(add_help=False)
+    scoped.add_argument(
+        "--app", default="default", help="the App name whose tasks to inspect (default)"
+    )
     tasks = sub.add_parser("tasks", parents=[common], help="inspect and cancel tasks")
     tasks_sub = tasks.add_subparsers(dest="action", required=True)
-    lst = tasks_sub.add_parser("list", parents=[common], help="list tasks")
+    lst = tasks_sub.add_parser("list", parents=[common, scoped], help="list tasks")
     lst.add_argument(
         "--status",
         action="append",
@@ -89,13 +93,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     lst.add_argument("--name", default=None, help="only tasks of this task name")
     for action in ("show", "cancel"):
-        p = tasks_sub.add_parser(action, parents=[common], help=f"{action} a task")
+        p = tasks_sub.add_parser(action, parents=[common, scoped], help=f"{action} a task")
         p.add_argument("task_id")
 
     dlq = sub.add_parser("dlq", parents=[common], help="failed and dead tasks")
     dlq_sub = dlq.add_subparsers(dest="action", required=True)
-    dlq_sub.add_parser("list", parents=[common], help="list FAILED and DEAD tasks")
-    replay = dlq_sub.add_parser("replay", parents=[common], help="run dead letters again")
+    dlq_sub.add_parser("list", parents=[common, scoped], help="list FAILED and DEAD tasks")
+    replay = dlq_sub.add_parser("replay", parents=[common, scoped], help="run dead letters again")
     replay.add_argument("task_ids", nargs="*")
     replay.add_argument("--all", action="store_true", help="replay every dead letter")
     return parser
@@ -154,6 +158,7 @@ async def _run(args: argparse.Namespace) -> int:
     from jsflow.tasks.backend import TaskBackend
     from jsflow.tasks.errors import TaskNotFoundError
     from jsflow.tasks.status import TaskStatus
+    from jsflow.tasks.streams import app_scope
 
     async with await _connect(args.url) as client:
         if args.command == "worker":
@@ -176,7 +181,7 @@ async def _run(args: argparse.Namespace) -> int:
             _out(f"router {router.durable} on {router.stream}: {len(router.rules)} rule(s)")
             await _until_signalled(router.run())
             return 0
-        backend = await TaskBackend.open(client)
+        backend = await TaskBackend.open(client, app=app_scope(args.app))
         if args.command == "tasks" and args.action == "list":
             statuses = [TaskStatus(s) for s in args.status]
             for info in await backend.store.list(statuses=statuses, name=args.name):

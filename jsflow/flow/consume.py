@@ -9,6 +9,11 @@ durable pull consumer and settle what they read the same way:
 * :class:`SettlePolicy` decides what happens to a message that failed: nak with backoff,
   dead letter (:class:`jsflow.flow.dead_letter.DeadLetter`) and terminate, or terminate; it
   also acks, and acks with confirmation where a graceful stop must know the ack arrived.
+
+The task ``Worker`` settles with the same primitives (:meth:`SettlePolicy.ack`, ``nak``,
+``term``) but decides from the task's recorded state, not from the delivery count: a task's
+retry budget and its dead letter (a ``DEAD`` state with its event) live in the task-state
+bucket, because a retry is a nak that must not spend a delivery of the crash allowance.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from jsflow._validate import (
     MAX_DURATION,
     check_id,
-    check_name,
     count,
     duration,
     number,
@@ -33,7 +32,7 @@ from jsflow.tasks.backend import (
 )
 from jsflow.tasks.handle import TaskHandle
 from jsflow.tasks.payload import CallCodec
-from jsflow.tasks.streams import DEFAULT_APP, MAX_APP_NAME, check_max_age, validate_name
+from jsflow.tasks.streams import DEFAULT_APP, app_scope, check_max_age, validate_name
 
 if TYPE_CHECKING:
     from jsflow.client import Client
@@ -229,13 +228,15 @@ class App:
     its request expires still finishes, and is redelivered only while its request exists.
     Finished tasks' events expire the same way (``events()`` then starts later).
 
-    ``isolated=True`` separates this app from every other: its durables
-    (``jsflow_task_<app>~<name>``), request subjects (``task.requested.<app>~<name>``), task
-    states (bucket ``jsflow_tasks_<app>``, so ids never clash) and artifact names carry the
-    app name (at most 64 characters), so two apps defining the same task never consume
-    each other's requests. Without it (the default, for compatibility) every app shares the
-    unqualified names of the ``"default"`` app. Cron schedules, the ``EventRouter`` and
-    the events' subjects do not know isolated apps yet.
+    An app's name separates it from every other app: its durables
+    (``jsflow_task_<app>~<name>``), subjects (``task.<kind>.<app>~<name>.<id>`` for
+    requests, events and schedules), task states (bucket ``jsflow_tasks_<app>``, so ids never
+    clash), cancel signals and artifact names carry the app name (at most 64 characters), so
+    two apps defining the same task never run each other's requests. The app named
+    ``"default"`` keeps the unqualified names (``task.requested.<name>``, bucket
+    ``jsflow_tasks``), which producers outside jsflow publish on; ``isolated=False`` makes an
+    app of another name share them too (the names of jsflow before apps were separated).
+    An :class:`~jsflow.tasks.router.EventRouter` requests an app's tasks with ``app=``.
     """
 
     def __init__(
@@ -246,19 +247,14 @@ class App:
         artifact_threshold: int = DEFAULT_ARTIFACT_THRESHOLD,
         retention: float | dt.timedelta | None = DEFAULT_RETENTION,
         request_max_age: float | dt.timedelta | None = None,
-        isolated: bool = False,
+        isolated: bool | None = None,
     ) -> None:
-        one_of("isolated", isolated, bool)
-        if isolated:
-            check_name("app name", name, max_len=MAX_APP_NAME)
-        else:
-            validate_name(name, "app name")
+        # The namespace of this app's subjects, durables and state.
+        self.scope = app_scope(name, isolated)
         count("artifact_threshold", artifact_threshold, minimum=1)
         self.client = client
         self.name = name
-        self.isolated = isolated
-        # The namespace of this app's subjects, durables and state.
-        self.scope = name if isolated else DEFAULT_APP
+        self.isolated = self.scope != DEFAULT_APP
         self.artifact_threshold = artifact_threshold
         self.retention = check_retention(retention)
         if isinstance(request_max_age, dt.timedelta):

@@ -32,13 +32,13 @@ from jsflow.tasks.events import TaskEvent, publish_event
 from jsflow.tasks.state import Declined, TaskStore, set_status, status_of
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import (
-    CANCEL_PREFIX,
     DEFAULT_APP,
     H_ARGS_REF,
     H_MSG_ID,
     H_STATE_REVISION,
     H_TASK_ID,
     H_TTL,
+    cancel_subject,
     ensure_streams,
     message_ttl,
     request_subject,
@@ -339,7 +339,7 @@ class TaskBackend:
         return True
 
     async def _signal_cancel(self, task_id: str) -> None:
-        subject = CANCEL_PREFIX + task_id
+        subject = cancel_subject(self.app, task_id)
         with map_nats_errors(subject=subject):
             await self.client.nc.publish(subject, b"")
 
@@ -348,7 +348,8 @@ class TaskBackend:
         status = status_of(state)
         await publish_event(
             self.client,
-            TaskEvent(
+            app=self.app,
+            event=TaskEvent(
                 state.id,
                 state.name,
                 status.value.lower(),
@@ -480,7 +481,8 @@ class TaskBackend:
             if new is not None:
                 await publish_event(
                     self.client,
-                    TaskEvent(
+                    app=self.app,
+                    event=TaskEvent(
                         new.id,
                         new.name,
                         "cancelled",

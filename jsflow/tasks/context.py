@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from jsflow.errors import ConfigError, TaskError
 from jsflow.tasks.events import TaskEvent, publish_event
+from jsflow.tasks.streams import DEFAULT_APP
 
 if TYPE_CHECKING:
     from jsflow.client import Client
@@ -17,8 +18,11 @@ __all__ = ["TaskContext", "current_task"]
 class TaskContext:
     """What a running task knows about itself; get it with :func:`current_task`."""
 
-    def __init__(self, client: Client, task_id: str, name: str, attempt: int) -> None:
+    def __init__(
+        self, client: Client, task_id: str, name: str, attempt: int, *, app: str = DEFAULT_APP
+    ) -> None:
         self._client = client
+        self._app = app
         self.id = task_id
         self.name = name
         self.attempt = attempt
@@ -30,6 +34,7 @@ class TaskContext:
         await publish_event(
             self._client,
             TaskEvent(self.id, self.name, "progress", self.attempt, float(percent), message),
+            app=self._app,
         )
 
 

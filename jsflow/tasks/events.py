@@ -23,6 +23,7 @@ from jsflow.errors import (
 )
 from jsflow.observability import get_logger
 from jsflow.tasks.streams import (
+    DEFAULT_APP,
     H_EVENT,
     H_TASK_ID,
     H_TASK_NAME,
@@ -30,7 +31,9 @@ from jsflow.tasks.streams import (
     TASK_STREAM,
     event_subject,
     message_ttl,
+    split_token,
     task_filter,
+    task_token,
 )
 
 if TYPE_CHECKING:
@@ -42,6 +45,7 @@ __all__ = [
     "TaskEvent",
     "TaskEvents",
     "event_from_msg",
+    "event_stored",
     "publish_async",
     "publish_event",
     "start_event",
@@ -162,22 +166,41 @@ async def wait_all(pending: list[PendingPublish]) -> None:
                 raise result
 
 
-def _event_message(event: TaskEvent, ttl: str) -> tuple[str, bytes, dict[str, str]]:
+def _event_message(event: TaskEvent, ttl: str, app: str) -> tuple[str, bytes, dict[str, str]]:
     headers = {H_TASK_ID: event.task_id, H_TASK_NAME: event.name, H_EVENT: event.kind, H_TTL: ttl}
-    return event_subject(event.kind, event.name, event.task_id), event.to_bytes(), headers
+    subject = event_subject(event.kind, task_token(app, event.name), event.task_id)
+    return subject, event.to_bytes(), headers
 
 
-async def start_event(client: Client, event: TaskEvent) -> PendingPublish:
-    """Publish ``event`` on ``task.<kind>.<name>.<id>`` without waiting for the ack.
+async def start_event(
+    client: Client, event: TaskEvent, *, app: str = DEFAULT_APP
+) -> PendingPublish:
+    """Publish ``event`` of a task of ``app`` on ``task.<kind>.<token>.<id>`` (the token of
+    :func:`task_token`) without waiting for the ack.
 
     It expires after the request max age (``Nats-TTL``, see :func:`ensure_streams`)."""
-    subject, data, headers = _event_message(event, await message_ttl(client))
+    subject, data, headers = _event_message(event, await message_ttl(client), app)
     return await publish_async(client, subject, data, headers)
 
 
-async def publish_event(client: Client, event: TaskEvent) -> None:
-    """Publish ``event`` on ``task.<kind>.<name>.<id>`` and wait until it is stored."""
-    await (await start_event(client, event)).wait()
+async def publish_event(client: Client, event: TaskEvent, *, app: str = DEFAULT_APP) -> None:
+    """Publish ``event`` of a task of ``app`` and wait until it is stored."""
+    await (await start_event(client, event, app=app)).wait()
+
+
+async def event_stored(client: Client, kind: str, token: str, task_id: str) -> bool:
+    """Whether the stream holds an event ``kind`` of the task (``token``: :func:`task_token`).
+
+    One get of the last message on that exact subject (the server indexes subjects)."""
+    subject = event_subject(kind, token, task_id)
+    with map_nats_errors(subject=subject):
+        try:
+            await client.js.get_msg(TASK_STREAM, subject=subject)
+        except js_errors.NotFoundError as exc:
+            if exc.err_code == codes.STREAM_NOT_FOUND:
+                raise
+            return False
+    return True
 
 
 def event_from_msg(msg: Msg) -> TaskEvent | None:
@@ -199,7 +222,8 @@ def _event_of(
     parts = subject.split(".", 3)  # an id may hold dots: it is the whole rest
     if len(parts) != 4:
         return None
-    kind, name, task_id = parts[1], parts[2], parts[3]
+    kind, task_id = parts[1], parts[3]
+    name = split_token(parts[2])[1]
     headers = headers or {}
     if kind in ("requested", "schedule"):
         if headers.get(H_TASK_ID, task_id) != task_id:
@@ -380,11 +404,22 @@ class TaskEvents:
     A message on the task's subjects that does not decode is skipped (and logged).
     """
 
-    def __init__(self, client: Client, task_id: str, idle_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        task_id: str,
+        idle_timeout: float | None = None,
+        *,
+        name: str = "",
+        app: str = DEFAULT_APP,
+    ) -> None:
         self.task_id = check_id("task id", task_id)
         self._idle_timeout = optional_duration("idle_timeout", idle_timeout)
         self._client = client
-        self._filter = task_filter(self.task_id)
+        self._app = app
+        # Known name: the server reads only this app's task. Unknown: every task of that id,
+        # and messages of other apps' tasks with the same id are skipped.
+        self._filter = task_filter(self.task_id, task_token(app, name) if name else "*")
         self._hub: _EventHub | None = None
         self._last_seq = 0
         self._wake = asyncio.Event()
@@ -471,8 +506,12 @@ class TaskEvents:
             raise ServerError(f"stream {TASK_STREAM} returned sequence {seq} again")
         self._last_seq = seq
         stamp = raw.time.timestamp() if raw.time is not None else 0.0
+        subject = raw.subject or ""
+        parts = subject.split(".", 3)
+        if len(parts) != 4 or split_token(parts[2])[0] != self._app:
+            return True, None  # another app's task with the same id
         try:
-            return True, _event_of(raw.subject or "", raw.headers, raw.data, stamp)
+            return True, _event_of(subject, raw.headers, raw.data, stamp)
         except CodecError as exc:
             _log.warning(
                 "tasks.event_undecodable",

@@ -71,7 +71,9 @@ class TaskHandle(Generic[R]):
         Any number of followers share the client's one live subscription and read the
         task's messages by direct get: no server-side consumer per follower.
         """
-        return TaskEvents(self._backend.client, self.id, idle_timeout)
+        return TaskEvents(
+            self._backend.client, self.id, idle_timeout, name=self.name, app=self._backend.app
+        )
 
     async def result(self, timeout: float | None = None) -> R:
         """Wait for the task to finish and return its result.

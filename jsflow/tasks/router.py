@@ -31,15 +31,16 @@ from os import PathLike
 from typing import TYPE_CHECKING, Any
 
 from jsflow._js import Msg, Puller, api, js_errors, map_nats_errors
-from jsflow._validate import check_name, check_subject, duration
+from jsflow._validate import check_name, check_subject, duration, one_of
 from jsflow.errors import CodecError, ConfigError
 from jsflow.flow.consume import Outcome, SettlePolicy, fetch_loop
 from jsflow.flow.dead_letter import DeadLetter
 from jsflow.flow.streams import ensure_stream, subject_matches
 from jsflow.observability import get_logger, tracer
+from jsflow.tasks.app import App
 from jsflow.tasks.backend import TaskBackend, new_state
 from jsflow.tasks.payload import raw_args
-from jsflow.tasks.streams import validate_name
+from jsflow.tasks.streams import DEFAULT_APP, app_scope, validate_name
 
 if TYPE_CHECKING:
     from jsflow.client import Client
@@ -50,6 +51,7 @@ _log = get_logger(__name__)
 _FETCH_BATCH = 32
 _FETCH_WAIT = 1.0
 _OPTIONS = (
+    "app",
     "stream",
     "durable",
     "ack_wait",
@@ -134,7 +136,10 @@ class EventRouter:
         backoff: Sequence[float] = (1.0, 5.0, 30.0),
         dead_letter: str | None = None,
         dead_letter_stream: str | None = None,
+        app: str | App = DEFAULT_APP,
     ) -> None:
+        # The app whose tasks the rules request (an App, or an app name: see App).
+        self.app = app.scope if isinstance(app, App) else app_scope(one_of("app", app, str))
         self.stream = check_name("stream", stream)
         self.durable = check_name("durable", durable)
         self.ack_wait = duration("ack_wait", ack_wait, minimum=1.0)
@@ -263,7 +268,7 @@ class EventRouter:
 
     async def _ensure_backend(self) -> TaskBackend:
         if self._backend is None:
-            self._backend = await TaskBackend.open(self.client)
+            self._backend = await TaskBackend.open(self.client, app=self.app)
         return self._backend
 
     # -- consuming -------------------------------------------------------------------------

@@ -243,7 +243,7 @@ class Schedule:
     @property
     def subject(self) -> str:
         """The subject holding this schedule."""
-        return schedule_subject(self.task_name, self.id)
+        return schedule_subject(self._backend.token(self.task_name), self.id)
 
     async def cancel(self) -> None:
         """Stop the schedule (purges its message; ticks already fired still run)."""
@@ -264,11 +264,12 @@ async def _publish_schedule(
     headers: dict[str, str],
     target: str | None = None,
 ) -> None:
-    subject = schedule_subject(task_name, schedule_id)
+    token = backend.token(task_name)
+    subject = schedule_subject(token, schedule_id)
     hdrs = {
         **headers,
         _SCHEDULE: spec,
-        _TARGET: target or request_subject(task_name),
+        _TARGET: target or request_subject(token),
         # The fired requests expire like any request; the schedule itself never does.
         H_SCHEDULE_TTL: await message_ttl(backend.client),
     }

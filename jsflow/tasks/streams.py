@@ -29,7 +29,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from jsflow._js import api, codes, headers, js_errors, map_nats_errors
-from jsflow._validate import check_name, duration
+from jsflow._validate import check_name, duration, one_of
 from jsflow.errors import ConfigError
 from jsflow.observability import get_logger
 
@@ -43,12 +43,15 @@ __all__ = [
     "MAX_APP_NAME",
     "STATE_BUCKET",
     "TASK_STREAM",
+    "app_scope",
+    "cancel_subject",
     "ensure_streams",
     "event_subject",
     "message_ttl",
     "request_filters",
     "request_subject",
     "schedule_subject",
+    "split_token",
     "state_bucket",
     "task_filter",
     "task_token",
@@ -101,6 +104,29 @@ def task_token(app: str, name: str) -> str:
     return name if app == DEFAULT_APP else f"{app}{_APP_SEPARATOR}{name}"
 
 
+def app_scope(name: str, isolated: bool | None = None) -> str:
+    """The namespace of app ``name``'s subjects, durables and state: its name (at most
+    :data:`MAX_APP_NAME` characters), or :data:`DEFAULT_APP` for the default app and for an
+    app created with ``isolated=False`` (which shares the unqualified names)."""
+    one_of("isolated", isolated, (bool, type(None)))
+    if isolated is False or name == DEFAULT_APP:
+        validate_name(name, "app name")
+        return DEFAULT_APP
+    return check_name("app name", name, max_len=MAX_APP_NAME)
+
+
+def split_token(token: str) -> tuple[str, str]:
+    """``(app, name)`` of a subject token made by :func:`task_token`."""
+    app, sep, name = token.rpartition(_APP_SEPARATOR)
+    return (app, name) if sep else (DEFAULT_APP, token)
+
+
+def cancel_subject(app: str, task_id: str | None = None) -> str:
+    """Core subject telling workers of ``app`` to interrupt task ``task_id`` (``None``: the
+    wildcard a worker subscribes to; ``>`` because an id may hold dots)."""
+    return f"{CANCEL_PREFIX}{app}.{'>' if task_id is None else task_id}"
+
+
 def state_bucket(app: str) -> str:
     """The KV bucket holding the task states of app ``app`` (``jsflow_tasks`` for the
     default app, ``jsflow_tasks_<app>`` for an isolated one)."""
@@ -126,9 +152,10 @@ def event_subject(kind: str, name: str, task_id: str) -> str:
     return f"task.{kind}.{name}.{task_id}"
 
 
-def task_filter(task_id: str) -> str:
-    """Filter subject matching every event of one task (requests included)."""
-    return f"task.*.*.{task_id}"
+def task_filter(task_id: str, token: str = "*") -> str:
+    """Filter subject matching every event of one task (requests included); ``token``
+    (see :func:`task_token`) narrows it to one app's task of that name."""
+    return f"task.*.{token}.{task_id}"
 
 
 def schedule_subject(name: str, schedule_id: str) -> str:

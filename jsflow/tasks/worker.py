@@ -36,23 +36,30 @@ from jsflow.errors import (
     JsflowError,
     ServerError,
 )
-from jsflow.flow.consume import fetch_loop
+from jsflow.flow.consume import SettlePolicy, fetch_loop
 from jsflow.observability import get_logger, tracer
 from jsflow.store import KeyListener
 from jsflow.tasks.backend import TaskBackend, new_state
 from jsflow.tasks.context import TaskContext, _current
 from jsflow.tasks.errors import TaskTimeoutError
-from jsflow.tasks.events import PendingPublish, TaskEvent, start_event, wait_all
+from jsflow.tasks.events import (
+    PendingPublish,
+    TaskEvent,
+    event_stored,
+    publish_event,
+    start_event,
+    wait_all,
+)
 from jsflow.tasks.state import Declined, set_status, status_of
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import (
-    CANCEL_PREFIX,
     DEFAULT_APP,
     H_ARGS_REF,
     H_SCHEDULE_ID,
     H_STATE_REVISION,
     H_TASK_ID,
     TASK_STREAM,
+    cancel_subject,
     request_filters,
     task_token,
 )
@@ -148,6 +155,13 @@ class Worker:
 
     ``concurrency`` bounds attempts running at once in this worker. Every worker of a task
     name shares that name's one durable consumer, whatever the number of processes.
+
+    Requests are read by the shared :func:`jsflow.flow.consume.fetch_loop` and settled by
+    the task's recorded state: acked once its outcome and events are stored, nak'ed with the
+    task's backoff to retry, terminated when no attempt could ever process them (an illegal
+    id, another task's state) or when it is ``DEAD``. A redelivered request of a finished
+    task re-publishes its terminal event when the stream lacks it, so followers never wait
+    for an end that was recorded but not announced.
     """
 
     def __init__(
@@ -206,9 +220,9 @@ class Worker:
                 self._limiters[name] = client.rate_limiter(
                     _limiter_name(name, backend.app), rate, per=per
                 )
-        # A dotted task id misses this fast path; its state's flag still cancels it.
-        with map_nats_errors(subject=CANCEL_PREFIX + "*"):
-            self._subs.append(await client.nc.subscribe(CANCEL_PREFIX + "*", cb=self._on_cancel))
+        cancels = cancel_subject(backend.app)
+        with map_nats_errors(subject=cancels):
+            self._subs.append(await client.nc.subscribe(cancels, cb=self._on_cancel))
         for name in self._names:
             fn = self.app.tasks[name]
             puller = await self._bind(fn)
@@ -399,16 +413,21 @@ class Worker:
         try:
             await self._handle(fn, msg)
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await msg.nak()
+            await SettlePolicy.nak(msg)
             raise
-        except Exception as exc:  # not acked: redelivered after ack_wait
-            _log.exception("tasks.process_failed", task=fn.name, error=repr(exc))
+        except Exception as exc:
+            # The state store or stream failed us (an outage, a failover): hand the request
+            # back after a pause; the consumer's max_deliver bounds how often.
+            delay = fn.options.retry_delay(int(msg.metadata.num_delivered or 1))
+            _log.exception("tasks.process_failed", task=fn.name, error=repr(exc), delay=delay)
+            await SettlePolicy.nak(msg, delay)
         finally:
             self._give(1, own)
 
     async def _on_cancel(self, msg: Msg) -> None:
-        entry = self._running.get(msg.subject[len(CANCEL_PREFIX) :])
+        assert self._backend is not None
+        prefix = cancel_subject(self._backend.app, "")
+        entry = self._running.get(msg.subject[len(prefix) :])
         if entry is not None:
             entry.request_cancel()
 
@@ -437,7 +456,9 @@ class Worker:
                     return
             # Announce the start without waiting: its ack is awaited with the outcome's.
             entry.pending.append(
-                await start_event(self._backend.client, self._event(started, "started"))
+                await start_event(
+                    self._backend.client, self._event(started, "started"), app=self._backend.app
+                )
             )
             with tracer().start_as_current_span("jsflow.tasks.execute") as span:
                 span.set_attribute("jsflow.task", fn.name)
@@ -507,9 +528,10 @@ class Worker:
                 return None
         status = status_of(state)
         if status.terminal:  # a redelivery after the outcome was recorded: finish the job
+            await self._announce_terminal(state)
             await backend.resolve_dependents(state)
             await backend.settle_artifacts(state)
-            await msg.ack()
+            await SettlePolicy.ack(msg)
             return None
         if state.cancel_requested or status not in _RUNNABLE:
             await self._finish_cancelled(state, msg, attempt=None)
@@ -520,7 +542,7 @@ class Worker:
             # owns the task until acked and is redelivered if its worker dies, so this
             # copy must not start a concurrent attempt. Only a redelivery may take over.
             _log.info("tasks.duplicate_request", task=fn.name, task_id=task_id, status=status.value)
-            await msg.ack()
+            await SettlePolicy.ack(msg)
             return None
         if meta.num_delivered > fn.options.retries + 1 + _CRASH_ALLOWANCE:
             await self._finish(
@@ -543,7 +565,7 @@ class Worker:
         if started is None:  # another worker or a canceller moved first
             current = await store.get(task_id)
             if current is not None and status_of(current).terminal:
-                await msg.ack()
+                await SettlePolicy.ack(msg)
         return started
 
     async def _execute(
@@ -565,7 +587,7 @@ class Worker:
             )
             return
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(msg, entry, state.id))
-        ctx = TaskContext(backend.client, state.id, state.name, attempt)
+        ctx = TaskContext(backend.client, state.id, state.name, attempt, app=backend.app)
         try:
             limiter = self._limiters.get(fn.name)
             if limiter is not None:
@@ -713,7 +735,7 @@ class Worker:
             return
         delay = fn.options.retry_delay(attempt)
         await self._flush(state.id, self._event(new, "retrying"))
-        await msg.nak(delay=delay)
+        await SettlePolicy.nak(msg, delay)
         _log.info("tasks.retrying", task=fn.name, task_id=state.id, attempt=attempt, delay=delay)
 
     async def _finish_cancelled(
@@ -775,17 +797,29 @@ class Worker:
         if new is None:
             current = await backend.store.get(task_id)
             if current is not None and status_of(current).terminal and attempt is None:
-                await msg.ack()
+                await SettlePolicy.ack(msg)
             return
-        kind = "completed" if status is TaskStatus.SUCCEEDED else status.value.lower()
-        announce = await start_event(backend.client, self._event(new, kind))
+        announce = await start_event(
+            backend.client, self._event(new, _terminal_kind(status)), app=backend.app
+        )
         await backend.resolve_dependents(new)
         await backend.settle_artifacts(new, entry.args if entry is not None else None)
         await self._flush(task_id, announce)
         if status is TaskStatus.DEAD:
-            await msg.term()
+            await SettlePolicy.term(msg)
         else:
-            await msg.ack()
+            await SettlePolicy.ack(msg)
+
+    async def _announce_terminal(self, state: task_pb2.TaskState) -> None:
+        """Publish the terminal event of a finished task unless the stream has it: the
+        state was written but its event was lost (a publish that failed in a failover left
+        the request unacked, so it came back). Events are as durable as the state."""
+        assert self._backend is not None
+        backend = self._backend
+        kind = _terminal_kind(status_of(state))
+        if not await event_stored(backend.client, kind, backend.token(state.name), state.id):
+            _log.info("tasks.terminal_event_republished", task_id=state.id, kind=kind)
+            await publish_event(backend.client, self._event(state, kind), app=backend.app)
 
     @staticmethod
     def _event(state: task_pb2.TaskState, kind: str) -> TaskEvent:
@@ -803,7 +837,7 @@ class Worker:
         attempt published: all stored before the request is acked or nak'ed."""
         assert self._backend is not None
         if isinstance(last, TaskEvent):
-            last = await start_event(self._backend.client, last)
+            last = await start_event(self._backend.client, last, app=self._backend.app)
         entry = self._running.get(task_id)
         pending = [*entry.pending, last] if entry is not None else [last]
         if entry is not None:
@@ -827,6 +861,11 @@ def _request_task_id(msg: Msg) -> str:
     return f"msg-{sequence}"
 
 
+def _terminal_kind(status: TaskStatus) -> str:
+    """The event kind announcing terminal ``status``."""
+    return "completed" if status is TaskStatus.SUCCEEDED else status.value.lower()
+
+
 async def _terminate(msg: Msg, task: str, reason: str, **detail: str) -> None:
     """End a request that no attempt can ever process: logged once, never redelivered."""
     meta = msg.metadata
@@ -837,7 +876,7 @@ async def _terminate(msg: Msg, task: str, reason: str, **detail: str) -> None:
         stream_seq=meta.sequence.stream,
         **{k: shorten(v, 200) for k, v in detail.items()},
     )
-    await msg.term()
+    await SettlePolicy.term(msg)
 
 
 def _truncate(text: str, limit: int) -> str:
