@@ -8,6 +8,7 @@ from __future__ import annotations
 # Upper layers, re-exported so the public API is flat.
 from jsflow._proto.common_pb2 import Lease
 from jsflow.client import Client, connect
+from jsflow.connection import Connection
 from jsflow.codec import (
     BetterprotoCodec,
     BytesCodec,
@@ -115,6 +116,7 @@ __all__ = [
     "BytesCodec",
     "Change",
     "Client",
+    "Connection",
     "Codec",
     "CodecError",
     "ConfigError",

@@ -35,6 +35,7 @@ from tenacity import (
 from jsflow._js import Msg, api, codes, headers, js_errors, map_nats_errors, nats_errors
 from jsflow._validate import check_name, count, duration, one_of, optional_duration
 from jsflow.codec import Codec, codec_for
+from jsflow.connection import check_replicas
 from jsflow.errors import (
     BucketError,
     CodecError,
@@ -50,9 +51,18 @@ from jsflow.keys import validate_key, validate_pattern
 from jsflow.observability import get_logger, tracer
 
 if TYPE_CHECKING:
-    from jsflow.client import Client
+    from jsflow.connection import Connection
 
-__all__ = ["Change", "Entry", "KeyListener", "ObjectStore", "Op", "RetryPolicy", "Watch"]
+__all__ = [
+    "Change",
+    "Entry",
+    "KeyListener",
+    "ObjectStore",
+    "Op",
+    "RetryPolicy",
+    "Watch",
+    "open_store",
+]
 
 T = TypeVar("T")
 _log = get_logger(__name__)
@@ -208,7 +218,7 @@ def _check_kv_stream(bucket: str, info: api.StreamInfo) -> None:
         )
 
 
-async def _await_stream_leader(client: Client, bucket: str) -> None:
+async def _await_stream_leader(client: Connection, bucket: str) -> None:
     """Wait (bounded by the client's timeout) until a new replicated bucket has a leader.
 
     A clustered stream answers its creation before its replicas elect a leader; a write in
@@ -236,7 +246,7 @@ class ObjectStore(Generic[T]):
 
     def __init__(
         self,
-        client: Client,
+        client: Connection,
         bucket: str,
         codec: Codec[T],
         *,
@@ -263,16 +273,21 @@ class ObjectStore(Generic[T]):
         self._hub_lock = asyncio.Lock()
         self._closed = False
 
+    @property
+    def connection(self) -> Connection:
+        """The connection this store works on."""
+        return self._client
+
     @classmethod
     async def open(
         cls,
-        client: Client,
+        client: Connection,
         bucket: str,
         tp: type[T],
         *,
         ttl: float | None = None,
         history: int = 1,
-        replicas: int = 1,
+        replicas: int | None = None,
         codec: Codec[T] | None = None,
         max_value_size: int | None = None,
         retry: RetryPolicy | None = None,
@@ -282,7 +297,7 @@ class ObjectStore(Generic[T]):
         check_name("bucket", bucket)
         ttl = optional_duration("ttl", ttl)
         history = count("history", history, minimum=1, maximum=64)
-        replicas = count("replicas", replicas, minimum=1, maximum=5)
+        replicas = check_replicas(replicas, client.replicas)
         cache_size = count("cache_size", cache_size, minimum=0)
         if max_value_size is not None:
             max_value_size = count("max_value_size", max_value_size, minimum=1)
@@ -923,6 +938,7 @@ class ObjectStore(Generic[T]):
     async def aclose(self) -> None:
         """Stop the shared watch and wait for in-flight combined updates."""
         self._closed = True
+        self._client.off_close(self)
         if self._hub is not None:
             await self._hub.stop()
             self._hub = None
@@ -981,7 +997,6 @@ async def _close_subscription(store: ObjectStore[Any], sub: Any) -> None:
 
 # -- reconnects ---------------------------------------------------------------------------
 
-_RELAY_ATTR = "_jsflow_reconnect_relay"
 _RESUME_ATTEMPTS = 10
 _RESUME_MAX_BACKOFF = 1.0
 # How often a running feed checks (locally, no I/O) whether its connection closed for good:
@@ -992,7 +1007,7 @@ _CLOSED_CHECK = 0.5
 class _ReconnectRelay:
     """Tells the ordered feeds (watches, listener hubs) of one client that it reconnected.
 
-    One per :class:`jsflow.Client`, created on first use. It holds its feeds weakly; each
+    One per :class:`jsflow.Connection`, created on first use. It holds its feeds weakly; each
     feed registers while it runs and unregisters when it stops.
     """
 
@@ -1011,22 +1026,22 @@ class _ReconnectRelay:
             feed._reconnected()
 
 
-def _reconnect_relay(client: Client) -> _ReconnectRelay:
+def _reconnect_relay(client: Connection) -> _ReconnectRelay:
     """The client's relay, hooked to its reconnects the first time it is asked for.
 
-    Registered through :meth:`Client.on_reconnect`.
+    Registered through :meth:`Connection.on_reconnect`.
     """
-    relay: _ReconnectRelay | None = getattr(client, _RELAY_ATTR, None)
-    if relay is not None:
+
+    def make() -> _ReconnectRelay:
+        relay = _ReconnectRelay()
+        client.on_reconnect(relay.fire)
         return relay
-    relay = _ReconnectRelay()
-    setattr(client, _RELAY_ATTR, relay)
-    client.on_reconnect(relay.fire)
-    return relay
+
+    return client.shared(_ReconnectRelay, make)
 
 
 class _FeedCloser:
-    """Registered with :meth:`Client.on_close` for a running feed: the client's close ends
+    """Registered with :meth:`Connection.on_close` for a running feed: the client's close ends
     the feed with :class:`ConnectionClosedError` (before the connection goes)."""
 
     __slots__ = ("_feed",)
@@ -1175,9 +1190,7 @@ class _OrderedFeed:
     def _forget(self) -> None:
         """Unhook from the client (relay, close hook, watchdog) and cancel a resume."""
         client = self._store._client
-        relay: _ReconnectRelay | None = getattr(client, _RELAY_ATTR, None)
-        if relay is not None:
-            relay.discard(self)
+        _reconnect_relay(client).discard(self)
         client.off_close(self._closer)
         watchdog, self._watchdog = self._watchdog, None
         if watchdog is not None:
@@ -1382,3 +1395,54 @@ class _ListenerHub(_OrderedFeed, Generic[T]):
         self._fail(ConnectionClosedError(f"the store {self._typed_store.bucket!r} was closed"))
         self.alive = False
         await self._close_feed()
+
+
+class _StoreCache:
+    """Per connection: the open stores, so that one bucket, type and codec asked for twice
+    is one store (and in-process combining spans every caller)."""
+
+    def __init__(self) -> None:
+        self.stores: dict[tuple[str, Any, int], ObjectStore[Any]] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+
+
+async def open_store(
+    connection: Connection,
+    bucket: str,
+    tp: type[T],
+    *,
+    ttl: float | None = None,
+    history: int = 1,
+    replicas: int | None = None,
+    codec: Codec[T] | None = None,
+    max_value_size: int | None = None,
+    retry: RetryPolicy | None = None,
+    cache_size: int = 1024,
+) -> ObjectStore[T]:
+    """Create or bind the KV ``bucket`` holding values of type ``tp`` (idempotent); the
+    one store of this connection for that bucket, type and codec. ``replicas`` defaults to
+    the connection's. Closed with the connection. See :meth:`jsflow.Client.object_store`."""
+    check_name("bucket", bucket)
+    cache = connection.shared(_StoreCache, _StoreCache)
+    cache_key = (bucket, tp, id(codec))
+    store = cache.stores.get(cache_key)
+    if store is not None and not store.closed:
+        return store
+    async with cache.locks.setdefault(bucket, asyncio.Lock()):
+        store = cache.stores.get(cache_key)
+        if store is None or store.closed:
+            store = await ObjectStore.open(
+                connection,
+                bucket,
+                tp,
+                ttl=ttl,
+                history=history,
+                replicas=check_replicas(replicas, connection.replicas),
+                codec=codec,
+                max_value_size=max_value_size,
+                retry=retry,
+                cache_size=cache_size,
+            )
+            cache.stores[cache_key] = store
+            connection.on_close(store)
+    return store

@@ -157,6 +157,12 @@ async def test_an_unsupported_url_scheme_is_a_config_error(url: str) -> None:
 # -- TLS -----------------------------------------------------------------------------------
 
 
+async def test_a_tls_context_with_a_plain_websocket_url_is_refused_before_connecting() -> None:
+    async with asyncio.timeout(15):
+        with pytest.raises(ConfigError, match="wss://"):
+            await jsflow.connect("ws://u:pw@127.0.0.1:1", tls=ssl.create_default_context())
+
+
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()

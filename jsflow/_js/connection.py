@@ -187,6 +187,10 @@ async def open_connection(servers: list[str], **options: Any) -> GuardedClient:
     )
     if options.get("tls") is not None:
         one_of("tls", options["tls"], ssl.SSLContext)
+        if any(urlsplit(url).scheme == "ws" for url in servers):
+            # A websocket is plain text unless it is wss://: never send in clear what
+            # the caller asked to protect.
+            raise ConfigError("tls= was given with a ws:// URL, which is plain text: use wss://")
     _check_credentials(options)
     user_error_cb = options.pop("error_cb", None)
     order = list(servers)

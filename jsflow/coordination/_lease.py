@@ -30,7 +30,6 @@ import random
 import socket
 import time
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -48,10 +47,10 @@ from jsflow.errors import (
 )
 from jsflow.keys import validate_key
 from jsflow.observability import get_logger, tracer
-from jsflow.store import MIN_TTL, KeyListener, ObjectStore
+from jsflow.store import MIN_TTL, KeyListener, ObjectStore, open_store
 
 if TYPE_CHECKING:
-    from jsflow.client import Client
+    from jsflow.connection import Connection
 
 __all__ = [
     "HeldLease",
@@ -323,7 +322,8 @@ class _Gate:
     users: int = 0
 
 
-_gates: weakref.WeakKeyDictionary[ObjectStore[Any], dict[str, _Gate]] = weakref.WeakKeyDictionary()
+class _Gates(dict[tuple[str, str], _Gate]):
+    """Per connection: the gates of callers waiting in this process, by (bucket, gate id)."""
 
 
 async def _take(lock: asyncio.Lock, remaining: float | None) -> bool:
@@ -356,8 +356,7 @@ async def _wait_any(listeners: Sequence[KeyListener[Lease]], timeout: float) -> 
 
 def has_local_waiters(store: ObjectStore[Any], gate_id: str) -> bool:
     """Whether callers in this process already wait for ``gate_id`` (then newcomers queue)."""
-    gates = _gates.get(store)
-    return gates is not None and gate_id in gates
+    return (store.bucket, gate_id) in store.connection.shared(_Gates, _Gates)
 
 
 async def contend(
@@ -382,8 +381,9 @@ async def contend(
     def remaining() -> float | None:
         return None if deadline is None else deadline - loop.time()
 
-    gates = _gates.setdefault(store, {})
-    gate = gates.setdefault(gate_id, _Gate())
+    gates = store.connection.shared(_Gates, _Gates)
+    slot = (store.bucket, gate_id)
+    gate = gates.setdefault(slot, _Gate())
     gate.users += 1
     try:
         if not await _take(gate.lock, remaining()):
@@ -408,8 +408,8 @@ async def contend(
             gate.lock.release()
     finally:
         gate.users -= 1
-        if gate.users == 0 and gates.get(gate_id) is gate:
-            del gates[gate_id]
+        if gate.users == 0 and gates.get(slot) is gate:
+            del gates[slot]
 
 
 class LeasedPrimitive:
@@ -424,7 +424,7 @@ class LeasedPrimitive:
 
     def __init__(
         self,
-        client: Client,
+        client: Connection,
         name: str,
         *,
         ttl: float,
@@ -473,7 +473,7 @@ class LeasedPrimitive:
         return self._token
 
     async def _store(self) -> ObjectStore[Lease]:
-        return await self._client.object_store(self.bucket, Lease)
+        return await open_store(self._client, self.bucket, Lease)
 
     # -- acquire / release -----------------------------------------------------------------
 

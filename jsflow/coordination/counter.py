@@ -20,9 +20,10 @@ from jsflow._validate import MAX_NAME_LEN, check_name, count
 from jsflow.errors import ConfigError, ServerError
 from jsflow.keys import validate_key
 from jsflow.observability import get_logger, tracer
+from jsflow.store import open_store
 
 if TYPE_CHECKING:
-    from jsflow.client import Client
+    from jsflow.connection import Connection
     from jsflow.store import ObjectStore
 
 __all__ = ["Counter"]
@@ -60,7 +61,7 @@ class Counter:
     """
 
     def __init__(
-        self, client: Client, name: str, *, native: bool | None = None, replicas: int = 1
+        self, client: Connection, name: str, *, native: bool | None = None, replicas: int = 1
     ) -> None:
         self.name = _check_name(name)
         if native not in (None, True, False):
@@ -105,8 +106,8 @@ class Counter:
             if native:
                 await self._ensure_stream()
             else:
-                self._store = await self._client.object_store(
-                    self.bucket, CounterState, replicas=self._replicas
+                self._store = await open_store(
+                    self._client, self.bucket, CounterState, replicas=self._replicas
                 )
             self._native = native
             _log.debug("counter.ready", counter=self.name, native=native)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Self
 from jsflow.coordination.lock import Lock
 
 if TYPE_CHECKING:
-    from jsflow.client import Client
+    from jsflow.connection import Connection
 
 __all__ = ["Election"]
 
@@ -40,7 +40,7 @@ class Election:
 
     def __init__(
         self,
-        client: Client,
+        client: Connection,
         name: str,
         *,
         ttl: float = 5.0,

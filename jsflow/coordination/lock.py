@@ -18,7 +18,7 @@ from jsflow.coordination._lease import HeldLease, LeasedPrimitive, try_create_le
 from jsflow.store import ObjectStore
 
 if TYPE_CHECKING:
-    from jsflow.client import Client
+    from jsflow.connection import Connection
 
 __all__ = ["Lock"]
 
@@ -43,7 +43,7 @@ class Lock(LeasedPrimitive):
 
     def __init__(
         self,
-        client: Client,
+        client: Connection,
         name: str,
         *,
         ttl: float = 10.0,

@@ -37,9 +37,10 @@ from jsflow._validate import check_name, count, number, optional_duration
 from jsflow.errors import ConfigError, ConflictError, JsflowError, RateLimitExceeded
 from jsflow.keys import validate_key
 from jsflow.observability import get_logger, tracer
+from jsflow.store import open_store
 
 if TYPE_CHECKING:
-    from jsflow.client import Client
+    from jsflow.connection import Connection
     from jsflow.store import ObjectStore
 
 __all__ = ["DEFAULT_BUCKET", "Algorithm", "Decision", "RateLimiter"]
@@ -176,7 +177,7 @@ class RateLimiter:
 
     def __init__(
         self,
-        client: Client,
+        client: Connection,
         name: str,
         rate: float,
         *,
@@ -247,7 +248,7 @@ class RateLimiter:
         if self._store is None:
             async with self._store_lock:
                 if self._store is None:
-                    self._store = await self._client.object_store(self.bucket, RateLimitState)
+                    self._store = await open_store(self._client, self.bucket, RateLimitState)
         return self._store
 
     def _ttl(self, horizon: float) -> float:

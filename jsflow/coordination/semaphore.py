@@ -19,7 +19,7 @@ from jsflow.keys import validate_key
 from jsflow.store import ObjectStore
 
 if TYPE_CHECKING:
-    from jsflow.client import Client
+    from jsflow.connection import Connection
 
 __all__ = ["MAX_PERMITS", "Semaphore"]
 
@@ -41,7 +41,7 @@ class Semaphore(LeasedPrimitive):
 
     def __init__(
         self,
-        client: Client,
+        client: Connection,
         name: str,
         permits: int,
         *,

@@ -17,10 +17,10 @@ from jsflow.coordination._lease import check_timeout
 from jsflow.errors import NegativeCountError, RequestTimeoutError
 from jsflow.keys import validate_key
 from jsflow.observability import tracer
-from jsflow.store import ObjectStore
+from jsflow.store import ObjectStore, open_store
 
 if TYPE_CHECKING:
-    from jsflow.client import Client
+    from jsflow.connection import Connection
 
 __all__ = ["NegativeCountError", "WaitGroup"]
 
@@ -36,7 +36,7 @@ class WaitGroup:
 
     def __init__(
         self,
-        client: Client,
+        client: Connection,
         name: str,
         *,
         bucket: str = "jsflow_wait_groups",
@@ -48,7 +48,7 @@ class WaitGroup:
         self.recheck = duration("recheck", recheck)
 
     async def _store(self) -> ObjectStore[WaitGroupState]:
-        return await self._client.object_store(self.bucket, WaitGroupState)
+        return await open_store(self._client, self.bucket, WaitGroupState)
 
     async def add(self, n: int = 1) -> int:
         """Add ``n`` (may be negative) to the count and return the new count.

@@ -6,12 +6,13 @@ work; task state lives in a KV bucket and every status change is a compare-and-s
 
 from __future__ import annotations
 
-from jsflow.tasks.app import App, TaskFunction, TaskOptions
+from jsflow.tasks.app import App
 from jsflow.tasks.artifacts import ArtifactStore
 from jsflow.tasks.backend import TaskBackend
 from jsflow.tasks.context import TaskContext, current_task
 from jsflow.tasks.errors import DependencyCycleError, TaskNotFoundError, TaskTimeoutError
 from jsflow.tasks.events import TaskEvent, TaskEvents
+from jsflow.tasks.function import TaskFunction, TaskOptions
 from jsflow.tasks.handle import TaskHandle
 from jsflow.tasks.router import EventRouter, Rule
 from jsflow.tasks.schedules import Schedule

@@ -378,17 +378,14 @@ class _EventHub:
                 await sub.unsubscribe()
 
 
-_hubs: weakref.WeakKeyDictionary[Client, _EventHub] = weakref.WeakKeyDictionary()
-
-
 def _hub_for(client: Client) -> _EventHub:
-    hub = _hubs.get(client)
-    if hub is None:
+    def make() -> _EventHub:
         hub = _EventHub(client)
-        _hubs[client] = hub
         client.on_close(hub)
         client.on_reconnect(hub.wake_all)
-    return hub
+        return hub
+
+    return client.shared(_EventHub, make)
 
 
 class TaskEvents:

@@ -23,13 +23,11 @@ import datetime as dt
 import math
 import re
 import uuid
-from typing import TYPE_CHECKING, Any
 
 from jsflow._js import js_errors, map_nats_errors
 from jsflow._validate import MAX_DURATION, MAX_KEY_LEN, check_name, duration, one_of, shorten
 from jsflow.errors import ConfigError
 from jsflow.tasks.backend import TaskBackend, new_state
-from jsflow.tasks.handle import TaskHandle
 from jsflow.tasks.streams import (
     H_SCHEDULE_ID,
     H_SCHEDULE_TTL,
@@ -40,9 +38,6 @@ from jsflow.tasks.streams import (
     schedule_subject,
     validate_name,
 )
-
-if TYPE_CHECKING:
-    from jsflow.tasks.app import TaskFunction
 
 __all__ = ["Schedule", "check_spec", "schedule_cron", "submit_at"]
 
@@ -279,62 +274,56 @@ async def _publish_schedule(
 
 
 async def submit_at(
-    fn: TaskFunction[Any, Any],
+    backend: TaskBackend,
+    task_name: str,
     when: dt.datetime,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    payload: bytes,
     *,
     task_id: str | None = None,
-) -> TaskHandle[Any]:
-    """Create the task's state now (``PENDING``) and have the server request it at ``when``.
+) -> str:
+    """Create the state of a call of task ``task_name`` (encoded arguments ``payload``) now
+    (``PENDING``) and have the server request it at ``when``; returns the task id.
 
     The schedule message is the task's ``scheduled`` event; the request the server
-    publishes (``task.requested.<name>.<id>``, carrying the state) its ``requested`` event.
+    publishes (``task.requested.<token>.<id>``, carrying the state) its ``requested`` event.
     """
     at = _rfc3339(when)
     task_id = validate_name(task_id, "task id") if task_id is not None else uuid.uuid4().hex
-    payload = fn.codec.encode_args(args, kwargs)
-    backend = await fn.app.backend()
     data, ref = await backend.externalize(f"{task_id}.args", payload)
-    state = new_state(task_id, fn.name, data, ref)
+    state = new_state(task_id, task_name, data, ref)
     revision = await backend.store.create(state)
     if revision:
         target, body, headers = backend.request_message(state, f"{task_id}-at", revision)
         await _publish_schedule(
             backend,
-            fn.name,
+            task_name,
             task_id,
             f"@at {at}",
             payload=body,
             headers=headers,
             target=target,
         )
-    return TaskHandle(backend, task_id, fn.name, fn.codec)
+    return task_id
 
 
 async def schedule_cron(
-    fn: TaskFunction[Any, Any],
-    schedule_id: str,
-    spec: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    backend: TaskBackend, task_name: str, schedule_id: str, spec: str, payload: bytes
 ) -> Schedule:
-    """Create or replace the recurring schedule ``schedule_id`` of ``fn``.
+    """Create or replace the recurring schedule ``schedule_id`` of task ``task_name``, each
+    tick a call with the encoded arguments ``payload``.
 
     ``schedule_id`` and ``spec`` (see :func:`check_spec`) are checked before any I/O. A
     replacement is one publish on the schedule's subject, which the server keeps one
     schedule per: the old definition runs until the new one is stored, and stays when the
     new one is refused.
     """
-    # One subject token (task.schedule.<name>.<id>), also the prefix of the ids of its runs.
+    # One subject token (task.schedule.<token>.<id>), also the prefix of the ids of its runs.
     check_name("schedule id", schedule_id)
     spec = check_spec(spec)
-    payload = fn.codec.encode_args(args, kwargs)
-    backend = await fn.app.backend()
     if len(payload) > backend.artifacts.inline_limit(backend.artifact_threshold):
         raise ConfigError("arguments of a recurring schedule must be small (no artifacts)")
-    schedule = Schedule(backend, fn.name, schedule_id, spec)
+    schedule = Schedule(backend, task_name, schedule_id, spec)
     await _publish_schedule(
-        backend, fn.name, schedule_id, spec, payload=payload, headers={H_SCHEDULE_ID: schedule_id}
+        backend, task_name, schedule_id, spec, payload=payload, headers={H_SCHEDULE_ID: schedule_id}
     )
     return schedule

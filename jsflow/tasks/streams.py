@@ -25,7 +25,6 @@ too: a message without one is kept until it is purged.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from typing import TYPE_CHECKING
 
 from jsflow._js import api, codes, headers, js_errors, map_nats_errors
@@ -86,8 +85,14 @@ H_TTL = "Nats-TTL"
 H_SCHEDULE_TTL = "Nats-Schedule-TTL"
 
 _log = get_logger(__name__)
-# Per client: the stream setup, resolving to the ``Nats-TTL`` value of requests and events.
-_ready: weakref.WeakKeyDictionary[Client, asyncio.Future[str]] = weakref.WeakKeyDictionary()
+
+
+class _Setup:
+    """Per connection: the stream setup, resolving to the ``Nats-TTL`` value of requests
+    and events (``None`` until started, or after it failed)."""
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[str] | None = None
 
 
 def validate_name(value: str, what: str = "task name") -> str:
@@ -243,16 +248,16 @@ async def ensure_streams(client: Client, *, max_age: float | None = None) -> str
     Returns the ``Nats-TTL`` value this client gives requests and events.
     """
     max_age = check_max_age(max_age)
-    future = _ready.get(client)
+    setup = client.shared(_Setup, _Setup)
+    future = setup.future
     if future is None or (future.done() and future.exception() is not None):
-        future = asyncio.get_running_loop().create_future()
-        _ready[client] = future
+        future = setup.future = asyncio.get_running_loop().create_future()
         try:
             ttl = headers.ttl_value(await _create(client, max_age))
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved
-            _ready.pop(client, None)
+            setup.future = None
             raise
         future.set_result(ttl)
         return ttl
@@ -262,7 +267,7 @@ async def ensure_streams(client: Client, *, max_age: float | None = None) -> str
 async def message_ttl(client: Client) -> str:
     """The ``Nats-TTL`` value of requests and events published through ``client``
     (sets the streams up on first use)."""
-    future = _ready.get(client)
+    future = client.shared(_Setup, _Setup).future
     if future is not None and future.done() and future.exception() is None:
         return future.result()
     return await ensure_streams(client)

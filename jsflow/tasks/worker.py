@@ -65,7 +65,7 @@ from jsflow.tasks.streams import (
 )
 
 if TYPE_CHECKING:
-    from jsflow.tasks.app import App, TaskFunction
+    from jsflow.tasks.function import TaskFunction, TaskRegistry
 
 __all__ = ["Worker"]
 
@@ -166,7 +166,7 @@ class Worker:
 
     def __init__(
         self,
-        app: App,
+        app: TaskRegistry,
         *,
         concurrency: int = 10,
         ack_wait: float = 30.0,

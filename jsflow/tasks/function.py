@@ -1,0 +1,219 @@
+"""``TaskFunction`` and ``TaskOptions``: an async function registered as a task, and how
+it runs. Registered by :meth:`jsflow.tasks.app.App.task`; below the app and its workers,
+which see an app only as a :class:`TaskRegistry`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+
+from jsflow._validate import (
+    MAX_DURATION,
+    check_id,
+    count,
+    duration,
+    number,
+    one_of,
+    optional_duration,
+    shorten,
+)
+from jsflow.errors import ConfigError
+from jsflow.observability import tracer
+from jsflow.tasks.backend import TaskBackend, new_state
+from jsflow.tasks.handle import TaskHandle
+from jsflow.tasks.payload import CallCodec
+from jsflow.tasks.schedules import Schedule, schedule_cron, submit_at
+from jsflow.tasks.streams import validate_name
+
+__all__ = ["TaskFunction", "TaskOptions", "TaskRegistry", "parse_rate"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class TaskRegistry(Protocol):
+    """What a task function and a worker need of their app (:class:`jsflow.tasks.app.App`)."""
+
+    @property
+    def name(self) -> str:
+        """The app's name."""
+        ...
+
+    @property
+    def tasks(self) -> Mapping[str, TaskFunction[Any, Any]]:
+        """The app's task functions by task name."""
+        ...
+
+    async def backend(self) -> TaskBackend:
+        """The app's backend (opened on first use)."""
+        ...
+
+    def opened_backend(self) -> TaskBackend:
+        """The app's backend, :class:`ConfigError` when it is not opened yet."""
+        ...
+
+
+_MAX_RETRIES = 1000  # the request's server-side max_deliver is derived from it
+_MAX_CONCURRENCY = 100_000
+
+
+def parse_rate(rate_limit: object) -> tuple[float, float] | None:
+    """``"10/s"``, ``"100/m"``, ``"5/h"`` or ``(rate, per_seconds)``."""
+    if rate_limit is None:
+        return None
+    if isinstance(rate_limit, tuple):
+        if len(rate_limit) != 2:
+            raise ConfigError(f"rate_limit must be (rate, per_seconds), got {shorten(rate_limit)}")
+        rate, per = rate_limit
+    elif isinstance(rate_limit, str):
+        units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+        try:
+            amount, unit = rate_limit.split("/")
+            rate, per = float(amount), units[unit.strip()]
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(
+                f"rate_limit must look like '10/s', got {shorten(rate_limit)}"
+            ) from exc
+    else:
+        raise ConfigError(f"rate_limit must be a str or a tuple, got {shorten(rate_limit)}")
+    rate = number("rate_limit (rate)", rate, minimum=0.0, exclusive_minimum=True)
+    per = duration("rate_limit (per)", per)
+    return rate, per
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """How a task runs: retries with exponential backoff, a timeout per attempt, limits.
+
+    Attempt ``n`` (after a failure) is retried after ``min(max_backoff, backoff * 2**(n-1))``
+    seconds. ``concurrency`` caps attempts of this task at once per worker; ``rate_limit``
+    (``(rate, per)``) caps starts across all workers.
+    """
+
+    name: str
+    retries: int = 3
+    timeout: float | None = None
+    rate_limit: tuple[float, float] | None = None
+    concurrency: int | None = None
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+        count("retries", self.retries, minimum=0, maximum=_MAX_RETRIES)
+        optional_duration("timeout", self.timeout)
+        if self.concurrency is not None:
+            count("concurrency", self.concurrency, minimum=1, maximum=_MAX_CONCURRENCY)
+        backoff = duration("backoff", self.backoff, positive=False)
+        max_backoff = duration("max_backoff", self.max_backoff, positive=False)
+        if max_backoff < backoff:
+            raise ConfigError(f"max_backoff ({max_backoff}) must be >= backoff ({backoff})")
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds to wait before retrying after failed attempt ``attempt`` (1-based)."""
+        return float(min(self.max_backoff, self.backoff * 2 ** max(0, attempt - 1)))
+
+
+class TaskFunction(Generic[P, R]):
+    """An async function registered as a task. Call it to run it here; ``submit`` to queue."""
+
+    def __init__(
+        self, app: TaskRegistry, fn: Callable[P, Awaitable[R]], options: TaskOptions
+    ) -> None:
+        self.app = app
+        self.fn = fn
+        self.options = options
+        self.name = options.name
+        self.codec = CallCodec(fn)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
+        """Run the function directly, in this process (no task is created)."""
+        return self.fn(*args, **kwargs)
+
+    def handle(self, task_id: str) -> TaskHandle[R]:
+        """A handle on an existing task of this function, by id."""
+        return TaskHandle(self.app.opened_backend(), task_id, self.name, self.codec)
+
+    async def submit(
+        self, *args: Any, depends_on: Iterable[TaskHandle[Any] | str] | None = None, **kwargs: Any
+    ) -> TaskHandle[R]:
+        """Queue a call; returns its :class:`TaskHandle` once the request is durable.
+
+        The request waits for a worker at most the app's ``request_max_age`` (7 days by
+        default): the server deletes older requests, and such a task never runs (it stays
+        ``PENDING``).
+
+        With ``depends_on``, the task starts only after every dependency succeeded and is
+        cancelled (naming the cause) when one did not.
+        """
+        return await self.submit_with(args, kwargs, depends_on=depends_on)
+
+    async def submit_with(
+        self,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        task_id: str | None = None,
+        depends_on: Iterable[TaskHandle[Any] | str] | None = None,
+    ) -> TaskHandle[R]:
+        """:meth:`submit` with an explicit ``task_id`` (idempotent: resubmitting is a no-op)."""
+        kwargs = kwargs or {}
+        task_id = check_id("task id", task_id) if task_id is not None else uuid.uuid4().hex
+        deps = [
+            check_id("dependency id", d.id if isinstance(d, TaskHandle) else str(d))
+            for d in depends_on or ()
+        ]
+        payload = self.codec.encode_args(args, kwargs)
+        backend = await self.app.backend()
+        with tracer().start_as_current_span("jsflow.tasks.submit") as span:
+            span.set_attribute("jsflow.task", self.name)
+            span.set_attribute("jsflow.task_id", task_id)
+            data, ref = await backend.externalize(f"{task_id}.args", payload)
+            state = new_state(task_id, self.name, data, ref)
+            if deps:
+                deps = await backend.check_dependencies(task_id, deps)
+                await backend.submit_dependent(state, deps)
+            else:
+                await backend.request([state])
+        return TaskHandle(backend, task_id, self.name, self.codec)
+
+    async def submit_at(self, when: dt.datetime, *args: Any, **kwargs: Any) -> TaskHandle[R]:
+        """Queue a call that the server releases at ``when`` (timezone-aware datetime, at
+        most a century from now)."""
+        _check_when(when)
+        backend = await self.app.backend()
+        task_id = await submit_at(backend, self.name, when, self.codec.encode_args(args, kwargs))
+        return TaskHandle(backend, task_id, self.name, self.codec)
+
+    async def submit_in(self, delay: float, *args: Any, **kwargs: Any) -> TaskHandle[R]:
+        """Queue a call that the server releases after ``delay`` seconds (at most a century)."""
+        delay = duration("delay", delay, positive=False)
+        when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
+        return await self.submit_at(when, *args, **kwargs)
+
+    async def schedule(self, schedule_id: str, cron: str, *args: Any, **kwargs: Any) -> Schedule:
+        """Run this task on ``cron`` (6-field cron with seconds, ``@every 10s``, ``@hourly``).
+
+        The server fires each tick once, however many workers run; each firing is a task
+        whose id is derived from the schedule and the tick.
+        """
+        payload = self.codec.encode_args(args, kwargs)
+        return await schedule_cron(await self.app.backend(), self.name, schedule_id, cron, payload)
+
+
+def _check_when(when: object) -> None:
+    """``when`` of :meth:`TaskFunction.submit_at`: an aware datetime within a century."""
+    one_of("when", when, dt.datetime)
+    assert isinstance(when, dt.datetime)
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ConfigError(f"when must be a timezone-aware datetime, got {when!r}")
+    try:
+        ahead = (when - dt.datetime.now(dt.UTC)).total_seconds()
+    except OverflowError as exc:
+        raise ConfigError(f"when is out of range: {when!r}") from exc
+    number("when (seconds from now)", ahead, maximum=MAX_DURATION)
