@@ -8,7 +8,6 @@ from __future__ import annotations
 # Upper layers, re-exported so the public API is flat.
 from jsflow._proto.common_pb2 import Lease
 from jsflow.client import Client, connect
-from jsflow.connection import Connection
 from jsflow.codec import (
     BetterprotoCodec,
     BytesCodec,
@@ -19,6 +18,7 @@ from jsflow.codec import (
     StrCodec,
     codec_for,
 )
+from jsflow.connection import Connection
 from jsflow.coordination import (
     Counter,
     Decision,

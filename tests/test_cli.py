@@ -52,21 +52,22 @@ async def test_cli_lists_shows_cancels_and_replays(
         await failed.wait(timeout=10)
     pending = await fragile.submit(2)
     url = jsflow_server.url
+    scope = ("--app", app.scope)  # the app whose tasks the commands inspect
     # when listing, showing, cancelling and replaying with the CLI
-    code, out = await cli(capsys, "--url", url, "tasks", "list", "--name", fragile.name)
+    code, out = await cli(capsys, "--url", url, "tasks", "list", "--name", fragile.name, *scope)
     assert code == 0 and failed.id in out and pending.id in out
-    code, out = await cli(capsys, "tasks", "show", failed.id, "--url", url)
+    code, out = await cli(capsys, "tasks", "show", failed.id, "--url", url, *scope)
     assert code == 0 and json.loads(out)["status"] == "FAILED"
-    code, out = await cli(capsys, "--url", url, "dlq", "list")
+    code, out = await cli(capsys, "--url", url, "dlq", "list", *scope)
     assert failed.id in out and pending.id not in out
-    code, out = await cli(capsys, "--url", url, "tasks", "cancel", pending.id)
+    code, out = await cli(capsys, "--url", url, "tasks", "cancel", pending.id, *scope)
     assert code == 0 and await pending.status() is TaskStatus.CANCELLED
-    code, out = await cli(capsys, "--url", url, "dlq", "replay", failed.id)
+    code, out = await cli(capsys, "--url", url, "dlq", "replay", failed.id, *scope)
     assert code == 0 and "replayed" in out
     # then the replayed dead letter runs again and succeeds
     async with app.worker():
         assert await failed.result(timeout=10) == 1
-    code, _ = await cli(capsys, "--url", url, "tasks", "show", "nope")
+    code, _ = await cli(capsys, "--url", url, "tasks", "show", "nope", *scope)
     assert code == 1
 
 

@@ -42,7 +42,8 @@ async def test_dlq_replay_replays_every_id_and_reports_each_unknown_one(
             await failed.wait(timeout=10)
         capsys.readouterr()
         # when replaying it between two unknown ids
-        argv = ["--url", jsflow_server.url, "dlq", "replay", "nope-1", failed.id, "nope-2"]
+        ids = ["nope-1", failed.id, "nope-2"]
+        argv = ["--url", jsflow_server.url, "dlq", "replay", *ids, "--app", app.scope]
         code = await asyncio.to_thread(main, argv)
     captured = capsys.readouterr()
     # then the known one is replayed, each unknown one is reported, and the exit status is 1

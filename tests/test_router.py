@@ -17,7 +17,7 @@ import jsflow
 from jsflow.flow import headers as h
 from jsflow.tasks.app import App
 from jsflow.tasks.router import EventRouter
-from jsflow.tasks.streams import TASK_STREAM, request_subject
+from jsflow.tasks.streams import TASK_STREAM, request_subject, task_token
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -26,8 +26,11 @@ def uniq(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
-async def _requests(client: jsflow.Client, name: str) -> int:
-    info = await client.js.stream_info(TASK_STREAM, subjects_filter=request_subject(name) + ".>")
+async def _requests(app: App, name: str) -> int:
+    """How many requests for ``app``'s task ``name`` the task stream holds."""
+    assert app.client is not None
+    subject = request_subject(task_token(app.scope, name)) + ".>"
+    info = await app.client.js.stream_info(TASK_STREAM, subjects_filter=subject)
     return sum((info.state.subjects or {}).values())
 
 
@@ -46,7 +49,7 @@ async def test_router_expands_one_event_into_its_tasks(jsflow_client: jsflow.Cli
     async def sync_external(event: dict[str, object]) -> None:
         got["sync"] = event
 
-    router = EventRouter(jsflow_client, stream=uniq("EV"), durable=uniq("router"))
+    router = EventRouter(jsflow_client, stream=uniq("EV"), durable=uniq("router"), app=app)
     router.on(f"{prefix}.updated").request(recalc, sync)
     runner = asyncio.ensure_future(router.run())
     try:
@@ -78,7 +81,8 @@ async def test_router_expansion_is_idempotent_under_redelivery(
     stream = uniq("EVR")
     js = jsflow_client.js
     await js.add_stream(api.StreamConfig(name=stream, subjects=[f"{prefix}.>"]))
-    router = EventRouter(jsflow_client, stream=stream)
+    app = App(jsflow_client, "t")
+    router = EventRouter(jsflow_client, stream=stream, app=app)
     router.on(f"{prefix}.created").request(name_a, name_b, map=lambda e: e["id"])
     await js.publish(f"{prefix}.created", b'{"id": 42}')
     sub = await js.pull_subscribe(f"{prefix}.>", durable=uniq("d"), stream=stream)
@@ -91,10 +95,9 @@ async def test_router_expansion_is_idempotent_under_redelivery(
     ids_again = await router.expand(again)
     # then the same task ids come out and no request was published twice
     assert ids_first == ids_again and len(set(ids_first)) == 2
-    assert await _requests(jsflow_client, name_a) == 1
-    assert await _requests(jsflow_client, name_b) == 1
+    assert await _requests(app, name_a) == 1
+    assert await _requests(app, name_b) == 1
     # and the mapped argument reaches the task
-    app = App(jsflow_client, "t")
 
     @app.task(name=name_a)
     async def task_a(order_id: int) -> int:

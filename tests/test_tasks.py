@@ -19,7 +19,9 @@ from jsflow.tasks.streams import (
     DEFAULT_REQUEST_MAX_AGE,
     MAX_AGE_METADATA,
     TASK_STREAM,
+    event_subject,
     message_ttl,
+    task_token,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -292,8 +294,10 @@ async def test_requests_and_events_carry_the_request_max_age_as_ttl(
         assert await handle.result(timeout=20) == 1
     # then its request and its events expire with the request max age
     ttl = await message_ttl(jsflow_client)
+    token = task_token(app.scope, name)
     for kind in ("requested", "completed"):
-        msg = await jsflow_client.js.get_last_msg(TASK_STREAM, f"task.{kind}.{name}.{handle.id}")
+        subject = event_subject(kind, token, handle.id)
+        msg = await jsflow_client.js.get_last_msg(TASK_STREAM, subject)
         assert (msg.headers or {}).get("Nats-TTL") == ttl
 
 

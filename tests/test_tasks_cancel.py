@@ -10,7 +10,7 @@ import pytest
 import jsflow
 from jsflow.tasks.app import App
 from jsflow.tasks.status import TaskStatus
-from jsflow.tasks.streams import CANCEL_PREFIX, STATE_BUCKET
+from jsflow.tasks.streams import cancel_subject, state_bucket
 from jsflow.tasks.worker import Worker
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -22,8 +22,9 @@ def uniq(prefix: str) -> str:
 
 async def _deafen(worker: Worker) -> None:
     """Simulate lost cancel signals: drop the worker's core subscription to them."""
+    wildcard = cancel_subject(worker.app.scope)
     for sub in list(worker._subs):
-        if getattr(sub, "subject", "") == CANCEL_PREFIX + "*":
+        if getattr(sub, "subject", "") == wildcard:
             await sub.unsubscribe()
             worker._subs.remove(sub)
             return
@@ -81,7 +82,8 @@ async def test_cancel_called_again_resends_the_signal(jsflow_client: jsflow.Clie
     async with app.worker():
         handle = await stubborn.submit()
         await asyncio.wait_for(started.wait(), 10)
-        sub = await jsflow_client.nc.subscribe(CANCEL_PREFIX + handle.id)
+        signal = cancel_subject(app.scope, handle.id)
+        sub = await jsflow_client.nc.subscribe(signal)
         # when cancel() is called twice while it still runs
         first = await handle.cancel()
         again = await handle.cancel()
@@ -91,7 +93,7 @@ async def test_cancel_called_again_resends_the_signal(jsflow_client: jsflow.Clie
         await handle.wait(timeout=10)
     # then both calls report the cancel in progress, and each sent the signal
     assert (first, again) == (True, True)
-    assert signals == [CANCEL_PREFIX + handle.id] * 2
+    assert signals == [signal] * 2
     assert (await handle.status()).terminal
 
 
@@ -111,7 +113,7 @@ async def test_running_tasks_share_one_watch_and_release_their_listeners(
         return i
 
     backend = await app.backend()
-    kv_stream = f"KV_{STATE_BUCKET}"
+    kv_stream = f"KV_{state_bucket(app.scope)}"
     before = (await jsflow_client.js.stream_info(kv_stream)).state.consumer_count
     async with app.worker(concurrency=20):
         handles = [await many.submit(i) for i in range(20)]

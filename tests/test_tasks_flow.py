@@ -11,7 +11,7 @@ import jsflow
 from jsflow.tasks.app import App
 from jsflow.tasks.errors import DependencyCycleError, TaskNotFoundError
 from jsflow.tasks.status import TaskStatus
-from jsflow.tasks.streams import STATE_BUCKET
+from jsflow.tasks.streams import state_bucket
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -172,7 +172,7 @@ async def test_thousand_pending_handles_share_one_consumer(jsflow_client: jsflow
     waiters = [asyncio.ensure_future(h.result(timeout=60)) for h in handles]
     await asyncio.sleep(0.5)
     # then the task-state bucket has a single consumer however many wait
-    info = await jsflow_client.js.stream_info(f"KV_{STATE_BUCKET}")
+    info = await jsflow_client.js.stream_info(f"KV_{state_bucket(app.scope)}")
     assert info.state.consumer_count <= 2  # the shared watch (+ at most one keys() scan)
     # and when a worker runs, every waiter gets its result
     async with app.worker(concurrency=64):

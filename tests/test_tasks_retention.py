@@ -19,11 +19,13 @@ from jsflow.tasks.errors import TaskNotFoundError
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import (
     ARTIFACT_BUCKET,
+    DEFAULT_APP,
     H_TASK_ID,
-    STATE_BUCKET,
     TASK_STREAM,
     request_subject,
+    state_bucket,
     task_filter,
+    task_token,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -33,16 +35,28 @@ def uniq(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
-async def _state_headers(client: jsflow.Client, task_id: str) -> dict[str, str]:
-    msg = await client.js.get_msg(
-        f"KV_{STATE_BUCKET}", subject=f"$KV.{STATE_BUCKET}.{task_id}", direct=True
+async def _state_headers(app: App, task_id: str) -> dict[str, str]:
+    """Headers of the stored state of ``app``'s task ``task_id`` (in the app's bucket)."""
+    assert app.client is not None
+    bucket = state_bucket(app.scope)
+    msg = await app.client.js.get_msg(
+        f"KV_{bucket}", subject=f"$KV.{bucket}.{task_id}", direct=True
     )
     return dict(msg.headers or {})
 
 
-async def _artifact_headers(client: jsflow.Client, name: str) -> dict[str, str] | None:
-    """Headers of an artifact's metadata message, ``None`` when the artifact is gone."""
-    encoded = base64.urlsafe_b64encode(name.encode()).decode()
+def _artifact_name(app: App, name: str) -> str:
+    """The object name of ``app``'s artifact ``name`` (an app other than the default one
+    prefixes its artifacts with its name: two apps may use one task id)."""
+    return name if app.scope == DEFAULT_APP else f"{app.scope}/{name}"
+
+
+async def _artifact_headers(app: App, name: str) -> dict[str, str] | None:
+    """Headers of the metadata message of ``app``'s artifact ``name``, ``None`` when the
+    artifact is gone."""
+    client = app.client
+    assert client is not None
+    encoded = base64.urlsafe_b64encode(_artifact_name(app, name).encode()).decode()
     try:
         msg = await client.js.get_msg(
             f"OBJ_{ARTIFACT_BUCKET}", subject=f"$O.{ARTIFACT_BUCKET}.M.{encoded}", direct=True
@@ -87,11 +101,11 @@ async def test_finished_task_state_expires_after_retention(jsflow_client: jsflow
 
     handle = await short.submit(1)
     # while pending, its state has no TTL (a queued task never expires)
-    assert "Nats-TTL" not in await _state_headers(jsflow_client, handle.id)
+    assert "Nats-TTL" not in await _state_headers(app, handle.id)
     async with app.worker():
         assert await handle.result(timeout=10) == 2
     # when it finished, the terminal write carries the retention as a per-key TTL
-    assert (await _state_headers(jsflow_client, handle.id)).get("Nats-TTL") == "1s"
+    assert (await _state_headers(app, handle.id)).get("Nats-TTL") == "1s"
     backend = await app.backend()
 
     async def gone() -> bool:
@@ -115,7 +129,7 @@ async def test_retention_none_keeps_finished_tasks(jsflow_client: jsflow.Client)
         handle = await keep.submit()
         assert await handle.result(timeout=10) == "kept"
     # then its terminal state carries no TTL
-    assert "Nats-TTL" not in await _state_headers(jsflow_client, handle.id)
+    assert "Nats-TTL" not in await _state_headers(app, handle.id)
 
 
 async def test_cancelled_pending_task_expires_with_retention(jsflow_client: jsflow.Client) -> None:
@@ -129,7 +143,7 @@ async def test_cancelled_pending_task_expires_with_retention(jsflow_client: jsfl
     handle = await cancelme.submit()
     # when it is cancelled, the cancelling write carries the TTL
     assert await handle.cancel() is True
-    assert (await _state_headers(jsflow_client, handle.id)).get("Nats-TTL") == "1s"
+    assert (await _state_headers(app, handle.id)).get("Nats-TTL") == "1s"
     assert await handle.status() is TaskStatus.CANCELLED
 
 
@@ -147,11 +161,11 @@ async def test_artifacts_follow_their_task_retention(jsflow_client: jsflow.Clien
         # when it succeeded
         assert await handle.result(timeout=20) == arg * 2
     # then its result was written with the state's lifetime (retention + margin)
-    headers = await _artifact_headers(jsflow_client, f"{handle.id}.result")
+    headers = await _artifact_headers(app, f"{handle.id}.result")
     assert headers is not None and headers.get("Nats-TTL") == "61s"
 
     async def args_deleted() -> bool:
-        return await _artifact_headers(jsflow_client, f"{handle.id}.args") is None
+        return await _artifact_headers(app, f"{handle.id}.args") is None
 
     # and its arguments are deleted (a succeeded task never runs again)
     await _eventually(args_deleted, "argument deletion")
@@ -178,7 +192,7 @@ async def test_dead_letter_arguments_expire_with_it_and_replay_keeps_them(
         name = f"{handle.id}.args"
 
         async def args_expiring() -> bool:
-            headers = await _artifact_headers(jsflow_client, name)
+            headers = await _artifact_headers(app, name)
             return headers is not None and headers.get("Nats-TTL") == "61s"
 
         # then the (replayable) arguments are kept, but expire with the dead letter
@@ -186,7 +200,7 @@ async def test_dead_letter_arguments_expire_with_it_and_replay_keeps_them(
         # when it is replayed, its arguments lose the TTL and the task runs again
         backend = await app.backend()
         assert await backend.replay(handle.id) is True
-        headers = await _artifact_headers(jsflow_client, name)
+        headers = await _artifact_headers(app, name)
         assert headers is not None and "Nats-TTL" not in headers
         assert await handle.result(timeout=10) == 5000
     assert calls == [5000, 5000]
@@ -207,12 +221,13 @@ async def test_each_event_is_stored_once_in_the_task_stream(jsflow_client: jsflo
         kinds = [e.kind async for e in handle.events(idle_timeout=5)]
     # then its log replays requested, started, completed
     assert kinds == ["requested", "started", "completed"]
-    # and every one of them is a single message on task.<kind>.<name>.<id>
+    # and every one of them is a single message on task.<kind>.<app>~<name>.<id>
+    token = task_token(app.scope, name)
     info = await jsflow_client.js.stream_info(TASK_STREAM, subjects_filter=task_filter(handle.id))
     assert info.state.subjects == {
-        f"task.requested.{name}.{handle.id}": 1,
-        f"task.started.{name}.{handle.id}": 1,
-        f"task.completed.{name}.{handle.id}": 1,
+        f"task.requested.{token}.{handle.id}": 1,
+        f"task.started.{token}.{handle.id}": 1,
+        f"task.completed.{token}.{handle.id}": 1,
     }
 
 
@@ -242,7 +257,8 @@ async def test_a_state_changed_after_submit_still_starts_from_the_store(
 
 
 async def test_a_bare_request_from_another_producer_runs(jsflow_client: jsflow.Client) -> None:
-    # given a request published by hand on task.requested.<name> (no state, bare arguments)
+    # given a request published by hand on task.requested.<app>~<name> (no state, bare
+    # arguments)
     app = App(jsflow_client, "t")
     name = uniq("bare")
 
@@ -252,7 +268,8 @@ async def test_a_bare_request_from_another_producer_runs(jsflow_client: jsflow.C
 
     task_id = uuid.uuid4().hex
     payload = bare.codec.encode_args((7,), {})
-    await jsflow_client.js.publish(request_subject(name), payload, headers={H_TASK_ID: task_id})
+    subject = request_subject(task_token(app.scope, name))
+    await jsflow_client.js.publish(subject, payload, headers={H_TASK_ID: task_id})
     await app.backend()
     # then a worker creates its state and runs it
     async with app.worker():

@@ -10,7 +10,7 @@ import pytest
 import jsflow
 from jsflow.tasks.app import App
 from jsflow.tasks.status import TaskStatus
-from jsflow.tasks.streams import H_MSG_ID, H_TASK_ID, TASK_STREAM, request_subject
+from jsflow.tasks.streams import H_MSG_ID, H_TASK_ID, TASK_STREAM, request_subject, task_token
 from jsflow.tasks.worker import durable_name
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -20,10 +20,12 @@ def uniq(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
-async def _drained(client: jsflow.Client, name: str, ack_pending: int) -> None:
-    """Until the consumer of ``name`` has delivered everything and holds ``ack_pending``."""
+async def _drained(app: App, name: str, ack_pending: int) -> None:
+    """Until the consumer of ``app``'s task ``name`` has delivered everything and holds
+    ``ack_pending``."""
+    assert app.client is not None
     for _ in range(500):
-        info = await client.js.consumer_info(TASK_STREAM, durable_name(name))
+        info = await app.client.js.consumer_info(TASK_STREAM, durable_name(name, app.scope))
         if info.num_pending == 0 and info.num_ack_pending == ack_pending:
             return
         await asyncio.sleep(0.02)
@@ -53,12 +55,12 @@ async def test_late_duplicate_request_does_not_start_a_second_attempt(
         state = await args.get(handle.id)
         assert state is not None
         await jsflow_client.js.publish(
-            request_subject(slow.name, handle.id),
+            request_subject(task_token(app.scope, slow.name), handle.id),
             bytes(state.args),
             headers={H_TASK_ID: handle.id, H_MSG_ID: f"{handle.id}-late"},
         )
         # then the copy is acked without running: only the owner's delivery stays pending
-        await _drained(jsflow_client, slow.name, ack_pending=1)
+        await _drained(app, slow.name, ack_pending=1)
         release.set()
         assert await handle.result(timeout=10) == 7
     assert calls == [7]
@@ -89,7 +91,7 @@ async def test_resubmitting_a_waiting_dependent_does_not_run_it_early(
         # when b is submitted again under its id (an idempotent retry of the caller)
         again = await step.submit_with(("b",), task_id=b_id)
         assert again.id == b.id
-        await _drained(jsflow_client, step.name, ack_pending=1)
+        await _drained(app, step.name, ack_pending=1)
         # then b still waits for a, and runs once after it
         assert await b.status() is TaskStatus.PENDING
         a_release.set()
@@ -117,7 +119,7 @@ async def test_resubmitting_a_finished_task_publishes_no_new_request(
         handle = await once.submit_with((1,), task_id=task_id)
         # then its result is the first one and nothing new was requested
         assert await handle.result(timeout=10) == 1
-    subject = request_subject(once.name, task_id)
+    subject = request_subject(task_token(app.scope, once.name), task_id)
     info = await jsflow_client.js.stream_info(TASK_STREAM, subjects_filter=subject)
     assert info.state.subjects == {subject: 1}
     assert before.state.messages >= 1
