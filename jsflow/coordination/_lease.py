@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from jsflow._proto.common_pb2 import Lease
 from jsflow._validate import check_name, duration, optional_duration
+from jsflow.connection import check_replicas
 from jsflow.errors import (
     ConfigError,
     ConflictError,
@@ -432,8 +433,11 @@ class LeasedPrimitive:
         owner: str | None = None,
         auto_renew: bool = True,
         recheck: float | None = None,
+        replicas: int | None = None,
     ) -> None:
         self._client = client
+        # Of the bucket when created (default: the client's); an existing one keeps its own.
+        self.replicas = None if replicas is None else check_replicas(replicas)
         self.name = validate_key(name)
         self.ttl = check_ttl(ttl)
         self.bucket = check_name("bucket", self._default_bucket if bucket is None else bucket)
@@ -458,7 +462,10 @@ class LeasedPrimitive:
 
     @property
     def held(self) -> bool:
-        """Whether this instance holds its lease and has not learned of its loss."""
+        """Whether this instance holds its lease: not released, not known to be lost, and
+        before its deadline (the send of the last successful write plus ``ttl``), whatever
+        a renewal in flight is doing, so a holder never believes in a lease the server
+        may have handed to someone else."""
         return self._held is not None and self._held.held
 
     @property
@@ -473,7 +480,7 @@ class LeasedPrimitive:
         return self._token
 
     async def _store(self) -> ObjectStore[Lease]:
-        return await open_store(self._client, self.bucket, Lease)
+        return await open_store(self._client, self.bucket, Lease, replicas=self.replicas)
 
     # -- acquire / release -----------------------------------------------------------------
 

@@ -14,9 +14,10 @@ import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
-from jsflow._js import api, codes, headers, js_errors, map_nats_errors
+from jsflow._js import api, headers, js_errors, map_nats_errors, streams
 from jsflow._proto.counter_pb2 import CounterState
 from jsflow._validate import MAX_NAME_LEN, check_name, count
+from jsflow.connection import check_replicas
 from jsflow.errors import ConfigError, ServerError
 from jsflow.keys import validate_key
 from jsflow.observability import get_logger, tracer
@@ -61,12 +62,17 @@ class Counter:
     """
 
     def __init__(
-        self, client: Connection, name: str, *, native: bool | None = None, replicas: int = 1
+        self,
+        client: Connection,
+        name: str,
+        *,
+        native: bool | None = None,
+        replicas: int | None = None,
     ) -> None:
         self.name = _check_name(name)
         if native not in (None, True, False):
             raise ConfigError(f"native must be None, True or False, got {native!r}")
-        count("replicas", replicas, minimum=1, maximum=5)
+        replicas = check_replicas(replicas, client.replicas)
         self.stream = f"JSFLOW_COUNTER_{name}"
         self.bucket = f"{_BUCKET_PREFIX}{name}"
         self._prefix = f"jsflow.counter.{name}."
@@ -114,26 +120,18 @@ class Counter:
             return native
 
     async def _ensure_stream(self) -> None:
-        js = self._client.js
-        with map_nats_errors(subject=self._prefix + ">"):
-            try:
-                info = await js.stream_info(self.stream)
-            except js_errors.NotFoundError:
-                config = api.StreamConfig(
-                    name=self.stream,
-                    subjects=[self._prefix + ">"],
-                    allow_msg_counter=True,
-                    allow_direct=True,
-                    max_msgs_per_subject=1,
-                    num_replicas=self._replicas,
-                    storage=api.StorageType.FILE,
-                )
-                try:
-                    info = await js.add_stream(config)
-                except js_errors.BadRequestError as exc:
-                    if exc.err_code != codes.STREAM_NAME_IN_USE:  # created concurrently: bind
-                        raise
-                    info = await js.stream_info(self.stream)
+        config = api.StreamConfig(
+            name=self.stream,
+            subjects=[self._prefix + ">"],
+            allow_msg_counter=True,
+            allow_direct=True,
+            max_msgs_per_subject=1,
+            num_replicas=self._replicas,
+            storage=api.StorageType.FILE,
+        )
+        info, _ = await streams.create_or_bind(
+            self._client.js, config, timeout=self._client.timeout
+        )
         if not info.config.allow_msg_counter:
             raise ServerError(
                 f"stream {self.stream!r} exists without allow_msg_counter; "

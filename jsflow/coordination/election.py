@@ -47,9 +47,16 @@ class Election:
         candidate_id: str | None = None,
         bucket: str = "jsflow_elections",
         recheck: float | None = None,
+        replicas: int | None = None,
     ) -> None:
         self._lease = Lock(
-            client, name, ttl=ttl, bucket=bucket, owner=candidate_id, recheck=recheck
+            client,
+            name,
+            ttl=ttl,
+            bucket=bucket,
+            owner=candidate_id,
+            recheck=recheck,
+            replicas=replicas,
         )
         self.name = self._lease.name
         self.ttl = self._lease.ttl

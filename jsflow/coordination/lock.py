@@ -51,6 +51,7 @@ class Lock(LeasedPrimitive):
         owner: str | None = None,
         auto_renew: bool = True,
         recheck: float | None = None,
+        replicas: int | None = None,
     ) -> None:
         super().__init__(
             client,
@@ -60,6 +61,7 @@ class Lock(LeasedPrimitive):
             owner=owner,
             auto_renew=auto_renew,
             recheck=recheck,
+            replicas=replicas,
         )
 
     def _keys(self) -> Sequence[str]:

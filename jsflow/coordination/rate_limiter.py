@@ -34,6 +34,7 @@ from opentelemetry import trace
 
 from jsflow._proto.rate_limiter_pb2 import RateLimitState
 from jsflow._validate import check_name, count, number, optional_duration
+from jsflow.connection import check_replicas
 from jsflow.errors import ConfigError, ConflictError, JsflowError, RateLimitExceeded
 from jsflow.keys import validate_key
 from jsflow.observability import get_logger, tracer
@@ -186,8 +187,11 @@ class RateLimiter:
         algorithm: Algorithm = "gcra",
         bucket: str = DEFAULT_BUCKET,
         clock: Callable[[], float] = time.time,
+        replicas: int | None = None,
     ) -> None:
         self.name = _token(name)
+        # Of the bucket when created (default: the client's); an existing one keeps its own.
+        self.replicas = None if replicas is None else check_replicas(replicas)
         self.rate = _positive("rate", rate)
         self.per = _positive("per", per)
         if burst is None:
@@ -248,7 +252,9 @@ class RateLimiter:
         if self._store is None:
             async with self._store_lock:
                 if self._store is None:
-                    self._store = await open_store(self._client, self.bucket, RateLimitState)
+                    self._store = await open_store(
+                        self._client, self.bucket, RateLimitState, replicas=self.replicas
+                    )
         return self._store
 
     def _ttl(self, horizon: float) -> float:

@@ -50,6 +50,7 @@ class Semaphore(LeasedPrimitive):
         owner: str | None = None,
         auto_renew: bool = True,
         recheck: float | None = None,
+        replicas: int | None = None,
     ) -> None:
         count("permits", permits, minimum=1, maximum=MAX_PERMITS)
         super().__init__(
@@ -60,6 +61,7 @@ class Semaphore(LeasedPrimitive):
             owner=owner,
             auto_renew=auto_renew,
             recheck=recheck,
+            replicas=replicas,
         )
         self.permits = permits
         # The longest slot key must be a legal key too (a name near the key bound is not).

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from jsflow._proto.wait_group_pb2 import WaitGroupState
 from jsflow._validate import check_name, count, duration
+from jsflow.connection import check_replicas
 from jsflow.coordination._lease import check_timeout
 from jsflow.errors import NegativeCountError, RequestTimeoutError
 from jsflow.keys import validate_key
@@ -41,14 +42,16 @@ class WaitGroup:
         *,
         bucket: str = "jsflow_wait_groups",
         recheck: float = 5.0,
+        replicas: int | None = None,
     ) -> None:
         self._client = client
+        self.replicas = None if replicas is None else check_replicas(replicas)
         self.name = validate_key(name)
         self.bucket = check_name("bucket", bucket)
         self.recheck = duration("recheck", recheck)
 
     async def _store(self) -> ObjectStore[WaitGroupState]:
-        return await open_store(self._client, self.bucket, WaitGroupState)
+        return await open_store(self._client, self.bucket, WaitGroupState, replicas=self.replicas)
 
     async def add(self, n: int = 1) -> int:
         """Add ``n`` (may be negative) to the count and return the new count.

@@ -15,6 +15,7 @@ import jsflow.flow.headers as h
 from jsflow._js import Msg, map_nats_errors
 from jsflow._js.guard import headers_size
 from jsflow._validate import check_name, check_subject
+from jsflow.connection import check_replicas
 from jsflow.errors import ConfigError
 from jsflow.flow.streams import ensure_stream, stream_capturing, subject_matches
 
@@ -49,12 +50,14 @@ class DeadLetter:
     else raises :class:`ConfigError`: a dead letter nothing stores would make every failing
     message retry until the server gives up on it. :meth:`check_not_consumed` rejects a
     subject that the consumer feeding it reads itself (each dead letter would be consumed,
-    fail and be dead-lettered again, forever).
+    fail and be dead-lettered again, forever). ``replicas`` (1-5, default the client's)
+    applies when ``stream`` is created.
     """
 
-    def __init__(self, subject: object, stream: object = None) -> None:
+    def __init__(self, subject: object, stream: object = None, replicas: object = None) -> None:
         self.subject = check_subject("dead_letter", subject)
         self.stream = None if stream is None else check_name("dead_letter_stream", stream)
+        self.replicas = None if replicas is None else check_replicas(replicas)
 
     def check_not_consumed(self, patterns: Iterable[str], what: str) -> None:
         """:class:`ConfigError` when one of ``patterns`` (what ``what`` reads) matches it."""
@@ -68,7 +71,7 @@ class DeadLetter:
     async def open(self, client: Client) -> None:
         """Create ``stream`` when named and absent; check that a stream captures the subject."""
         if self.stream is not None:
-            await ensure_stream(client, self.stream, [self.subject])
+            await ensure_stream(client, self.stream, [self.subject], replicas=self.replicas)
         if await stream_capturing(client, self.subject) is None:
             where = (
                 f"stream {self.stream!r} exists without it"

@@ -8,6 +8,7 @@ import jsflow.flow.headers as h
 from jsflow._js import map_nats_errors
 from jsflow._validate import check_name, check_subject
 from jsflow.codec import Codec, codec_for
+from jsflow.connection import check_replicas
 from jsflow.errors import CodecError, ConfigError
 from jsflow.flow.message import Message
 from jsflow.flow.streams import ensure_stream
@@ -52,6 +53,7 @@ class StreamSink(Generic[T]):
     when named. Values are encoded with ``codec``, the codec of ``tp``, or the codec
     inferred from each value's type. Every publish carries ``Nats-Msg-Id``, so a
     redelivered source message does not duplicate its outputs within the duplicate window.
+    ``replicas`` (1-5, default the client's) applies when ``stream`` is created.
     """
 
     def __init__(
@@ -61,16 +63,18 @@ class StreamSink(Generic[T]):
         tp: type[T] | None = None,
         *,
         codec: Codec[T] | None = None,
+        replicas: int | None = None,
     ) -> None:
         self.subject = check_subject("sink subject", subject)
         self.stream = None if stream is None else check_name("sink stream", stream)
+        self.replicas = None if replicas is None else check_replicas(replicas)
         self.codec: Codec[Any] | None = codec_for(tp, codec) if tp is not None else codec
         self._client: Client | None = None
 
     async def open(self, client: Client) -> None:
         """Create ``stream`` for the subject when named and absent; remember the client."""
         if self.stream is not None:
-            await ensure_stream(client, self.stream, [self.subject])
+            await ensure_stream(client, self.stream, [self.subject], replicas=self.replicas)
         self._client = client
 
     async def publish(self, msg: Message[Any], msg_id: str) -> None:

@@ -8,6 +8,7 @@ import jsflow.flow.headers as h
 from jsflow._js import Msg, Puller, api, map_nats_errors
 from jsflow._validate import check_name, check_subject, count, duration, number
 from jsflow.codec import Codec, codec_for
+from jsflow.connection import check_replicas
 from jsflow.errors import (
     CodecError,
     ConfigError,
@@ -30,6 +31,8 @@ class StreamSource(Generic[T]):
     explicit acks with ``ack_wait`` seconds; a flow keeps extending the deadline while a
     message is being processed, so ``ack_wait`` bounds how long a crashed worker holds a
     message, not how long a stage may take. ``batch`` is the most messages one fetch asks for.
+    ``replicas`` (1-5, default the client's) applies when the stream is created; the
+    consumer has as many as its stream.
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class StreamSource(Generic[T]):
         ack_wait: float = 30.0,
         fetch_timeout: float = 1.0,
         max_ack_pending: int = 10_000,
+        replicas: int | None = None,
     ) -> None:
         if isinstance(subjects, str):
             subject_list = [subjects]
@@ -69,13 +73,14 @@ class StreamSource(Generic[T]):
         self.ack_wait = ack_wait
         self.fetch_timeout = fetch_timeout
         self.max_ack_pending = max_ack_pending
+        self.replicas = None if replicas is None else check_replicas(replicas)
         self._puller: Puller | None = None
 
     async def open(self, client: Client, *, max_deliver: int = -1) -> None:
         """Create or bind the stream and the durable consumer, and subscribe (idempotent)."""
         if self._puller is not None:
             return
-        await ensure_stream(client, self.stream, self.subjects)
+        await ensure_stream(client, self.stream, self.subjects, replicas=self.replicas)
         config = api.ConsumerConfig(
             durable_name=self.durable,
             name=self.durable,

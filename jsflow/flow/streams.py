@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from jsflow._js import api, codes, js_errors, map_nats_errors
+from jsflow._js import api, js_errors, map_nats_errors, streams
+from jsflow.connection import check_replicas
 
 if TYPE_CHECKING:
-    from jsflow.client import Client
+    from jsflow.connection import Connection
 
 __all__ = ["ensure_stream", "stream_capturing", "subject_matches"]
 
@@ -29,33 +30,30 @@ def subject_matches(pattern: str, subject: str) -> bool:
 
 
 async def ensure_stream(
-    client: Client, name: str, subjects: list[str], *, duplicate_window: float = 120.0
+    client: Connection,
+    name: str,
+    subjects: list[str],
+    *,
+    duplicate_window: float = 120.0,
+    replicas: int | None = None,
 ) -> None:
-    """Create stream ``name`` (file storage) capturing ``subjects``, or bind it when it exists.
+    """Create stream ``name`` (file storage, ``replicas`` copies: the client's by default)
+    capturing ``subjects``, or bind it when it exists.
 
-    An existing stream is left as it is (its subjects and limits are the operator's).
+    An existing stream is left as it is (its subjects, limits and replicas are the
+    operator's).
     """
-    js = client.js
-    with map_nats_errors(subject=",".join(subjects)):
-        try:
-            await js.stream_info(name)
-            return
-        except js_errors.NotFoundError:
-            pass
-        config = api.StreamConfig(
-            name=name,
-            subjects=subjects,
-            storage=api.StorageType.FILE,
-            duplicate_window=duplicate_window,
-        )
-        try:
-            await js.add_stream(config)
-        except js_errors.BadRequestError as exc:
-            if exc.err_code != codes.STREAM_NAME_IN_USE:  # created concurrently
-                raise
+    config = api.StreamConfig(
+        name=name,
+        subjects=subjects,
+        storage=api.StorageType.FILE,
+        duplicate_window=duplicate_window,
+        num_replicas=check_replicas(replicas, client.replicas),
+    )
+    await streams.create_or_bind(client.js, config, timeout=client.timeout)
 
 
-async def stream_capturing(client: Client, subject: str) -> str | None:
+async def stream_capturing(client: Connection, subject: str) -> str | None:
     """The name of the stream that captures ``subject``, or ``None`` when none does."""
     with map_nats_errors(subject=subject):
         try:

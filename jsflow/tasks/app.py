@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from jsflow._validate import (
     count,
 )
+from jsflow.connection import check_replicas
 from jsflow.errors import ConfigError
 from jsflow.observability import get_logger
 from jsflow.tasks.backend import (
@@ -64,6 +65,9 @@ class App:
     ``jsflow_tasks``), which producers outside jsflow publish on; ``isolated=False`` makes an
     app of another name share them too (the names of jsflow before apps were separated).
     An :class:`~jsflow.tasks.router.EventRouter` requests an app's tasks with ``app=``.
+
+    ``replicas`` (1-5; default the client's, see :func:`jsflow.connect`) is the replica
+    count of the task stream, state bucket and artifact bucket when they are created.
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class App:
         retention: float | dt.timedelta | None = DEFAULT_RETENTION,
         request_max_age: float | dt.timedelta | None = None,
         isolated: bool | None = None,
+        replicas: int | None = None,
     ) -> None:
         # The namespace of this app's subjects, durables and state.
         self.scope = app_scope(name, isolated)
@@ -82,6 +87,7 @@ class App:
         self.client = client
         self.name = name
         self.isolated = self.scope != DEFAULT_APP
+        self.replicas = None if replicas is None else check_replicas(replicas)
         self.artifact_threshold = artifact_threshold
         self.retention = check_retention(retention)
         if isinstance(request_max_age, dt.timedelta):
@@ -152,6 +158,7 @@ class App:
                     retention=self.retention,
                     request_max_age=self.request_max_age,
                     app=self.scope,
+                    replicas=self.replicas,
                 )
         return self._backend
 

@@ -21,8 +21,17 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from jsflow._js import api, codes, headers, js_errors, js_object_store, map_nats_errors
+from jsflow._js import (
+    api,
+    codes,
+    headers,
+    js_errors,
+    js_object_store,
+    map_nats_errors,
+    streams,
+)
 from jsflow._validate import check_id, duration, shorten
+from jsflow.connection import check_replicas
 from jsflow.errors import CodecError, InvalidNameError
 from jsflow.observability import tracer
 from jsflow.tasks.streams import ARTIFACT_BUCKET
@@ -71,9 +80,12 @@ class _TTLPublisher:
 class ArtifactStore:
     """Puts and gets byte payloads in the ``jsflow_artifacts`` object-store bucket."""
 
-    def __init__(self, client: Client, bucket: str = ARTIFACT_BUCKET) -> None:
+    def __init__(
+        self, client: Client, bucket: str = ARTIFACT_BUCKET, *, replicas: int | None = None
+    ) -> None:
         self._client = client
         self.bucket = bucket
+        self.replicas = check_replicas(replicas, client.replicas)
         self._store: Any = None
         self._lock = asyncio.Lock()
 
@@ -88,8 +100,15 @@ class ArtifactStore:
                         store = await js.object_store(self.bucket)
                     except js_errors.BucketNotFoundError:
                         store = await js.create_object_store(
-                            self.bucket, config=api.ObjectStoreConfig(storage=api.StorageType.FILE)
+                            self.bucket,
+                            config=api.ObjectStoreConfig(
+                                storage=api.StorageType.FILE, replicas=self.replicas
+                            ),
                         )
+                        if self.replicas > 1:
+                            await streams.await_leader(
+                                js, self._stream, timeout=self._client.timeout
+                            )
                     info = await js.stream_info(self._stream)
                     if not info.config.allow_msg_ttl:  # can be turned on, never off
                         info.config.allow_msg_ttl = True

@@ -111,12 +111,13 @@ class TaskBackend:
         artifact_threshold: int = DEFAULT_ARTIFACT_THRESHOLD,
         retention: float | dt.timedelta | None = DEFAULT_RETENTION,
         app: str = DEFAULT_APP,
+        replicas: int | None = None,
     ) -> None:
         count("artifact_threshold", artifact_threshold, minimum=1)
         self.app = app
         self.client = client
         self.store = store
-        self.artifacts = ArtifactStore(client)
+        self.artifacts = ArtifactStore(client, replicas=replicas)
         self.artifact_threshold = artifact_threshold
         self.retention = check_retention(retention)
 
@@ -129,17 +130,24 @@ class TaskBackend:
         retention: float | dt.timedelta | None = DEFAULT_RETENTION,
         request_max_age: float | None = None,
         app: str = DEFAULT_APP,
+        replicas: int | None = None,
     ) -> TaskBackend:
         """Ensure the streams and the task-state bucket exist, and bind them.
 
         ``request_max_age`` (seconds): see :func:`ensure_streams` (``None``: what the task
-        stream records, 7 days for a new one).
+        stream records, 7 days for a new one). ``replicas`` (default: the client's) applies
+        to the task stream, the state bucket and the artifact bucket when created.
         """
         retention = check_retention(retention)
-        await ensure_streams(client, max_age=request_max_age)
-        store = await TaskStore.open(client, state_bucket(app))
+        await ensure_streams(client, max_age=request_max_age, replicas=replicas)
+        store = await TaskStore.open(client, state_bucket(app), replicas=replicas)
         return cls(
-            client, store, artifact_threshold=artifact_threshold, retention=retention, app=app
+            client,
+            store,
+            artifact_threshold=artifact_threshold,
+            retention=retention,
+            app=app,
+            replicas=replicas,
         )
 
     def token(self, name: str) -> str:

@@ -86,9 +86,11 @@ class TaskStore:
         self.store = store
 
     @classmethod
-    async def open(cls, client: Client, bucket: str = STATE_BUCKET) -> TaskStore:
-        """Create or bind the bucket (idempotent)."""
-        return cls(await client.object_store(bucket, task_pb2.TaskState))
+    async def open(
+        cls, client: Client, bucket: str = STATE_BUCKET, *, replicas: int | None = None
+    ) -> TaskStore:
+        """Create or bind the bucket (idempotent; ``replicas`` default: the client's)."""
+        return cls(await client.object_store(bucket, task_pb2.TaskState, replicas=replicas))
 
     async def get(self, task_id: str) -> task_pb2.TaskState | None:
         """The state of ``task_id``, or ``None``."""

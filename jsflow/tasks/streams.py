@@ -27,8 +27,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from jsflow._js import api, codes, headers, js_errors, map_nats_errors
+from jsflow._js import api, headers, map_nats_errors, streams
 from jsflow._validate import check_name, duration, one_of
+from jsflow.connection import check_replicas
 from jsflow.errors import ConfigError
 from jsflow.observability import get_logger
 
@@ -189,11 +190,12 @@ def _recorded_max_age(config: api.StreamConfig) -> float | None:
     return None
 
 
-async def _create(client: Client, max_age: float | None) -> float:
+async def _create(client: Client, max_age: float | None, replicas: int | None) -> float:
     """Create or migrate the task stream; returns the request max age in force."""
     js = client.js
     wanted = DEFAULT_REQUEST_MAX_AGE if max_age is None else max_age
     config = api.StreamConfig(
+        num_replicas=check_replicas(replicas, client.replicas),
         name=TASK_STREAM,
         subjects=["task.>"],
         storage=api.StorageType.FILE,
@@ -206,17 +208,10 @@ async def _create(client: Client, max_age: float | None) -> float:
         allow_direct=True,
         metadata={MAX_AGE_METADATA: repr(wanted)},
     )
+    info, created = await streams.create_or_bind(js, config, timeout=client.timeout)
+    if created:
+        return wanted
     with map_nats_errors(subject=TASK_STREAM):
-        try:
-            info = await js.stream_info(TASK_STREAM)
-        except js_errors.NotFoundError:
-            try:
-                await js.add_stream(config)
-                return wanted
-            except js_errors.BadRequestError as exc:
-                if exc.err_code != codes.STREAM_NAME_IN_USE:  # created concurrently
-                    raise
-            info = await js.stream_info(TASK_STREAM)
         current = info.config
         recorded = _recorded_max_age(current)
         effective = max_age if max_age is not None else (recorded or DEFAULT_REQUEST_MAX_AGE)
@@ -238,8 +233,13 @@ async def _create(client: Client, max_age: float | None) -> float:
         return effective
 
 
-async def ensure_streams(client: Client, *, max_age: float | None = None) -> str:
+async def ensure_streams(
+    client: Client, *, max_age: float | None = None, replicas: int | None = None
+) -> str:
     """Create the tasks layer's streams once per client (idempotent, concurrency-safe).
+
+    ``replicas`` (1-5, default the client's) applies when the stream is created; an
+    existing stream keeps its own.
 
     ``max_age`` (seconds) is how long requests and events are kept (their per-message
     TTL): the default, ``None``, uses what the stream records (7 days for a new stream); a
@@ -253,7 +253,7 @@ async def ensure_streams(client: Client, *, max_age: float | None = None) -> str
     if future is None or (future.done() and future.exception() is not None):
         future = setup.future = asyncio.get_running_loop().create_future()
         try:
-            ttl = headers.ttl_value(await _create(client, max_age))
+            ttl = headers.ttl_value(await _create(client, max_age, replicas))
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved
