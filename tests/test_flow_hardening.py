@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import jsflow
 from jsflow._js.guard import headers_size
 from jsflow.flow import headers as h
-from jsflow.flow.consume import Backoff, fetch_loop
+from jsflow.flow.consume import FETCH_BACKOFF, fetch_loop
 from jsflow.flow.middleware.dedupe import Dedupe, DedupeMark
 from jsflow.flow.pipeline import FlowHandler
 from jsflow.flow.sink import StreamSink
@@ -315,8 +315,7 @@ async def test_the_fetch_loop_ends_at_once_on_a_closed_connection(jsflow_server)
 
 
 def test_fetch_backoff_is_capped_jittered_and_never_zero():
-    backoff = Backoff(base=0.1, cap=5.0)
-    delays = [backoff.next() for _ in range(50)]
+    delays = [FETCH_BACKOFF.delay(n) for n in range(1, 51)]
     assert all(0.05 <= d <= 5.0 for d in delays)
     assert max(delays[-10:]) <= 5.0 and min(delays[-10:]) >= 2.5
 

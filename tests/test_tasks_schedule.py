@@ -16,7 +16,13 @@ import jsflow
 from jsflow.tasks.app import App
 from jsflow.tasks.context import current_task
 from jsflow.tasks.status import TaskStatus
-from jsflow.tasks.streams import MAX_AGE_METADATA, TASK_STREAM, message_ttl, schedule_subject
+from jsflow.tasks.streams import (
+    MAX_AGE_METADATA,
+    TASK_STREAM,
+    message_ttl,
+    schedule_subject,
+    task_token,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -30,7 +36,7 @@ async def test_schedule_at_fires_once_with_two_workers(jsflow_client: jsflow.Cli
     name = uniq("at")
     runs: Counter[str] = Counter()
     other = await jsflow.connect(jsflow_client.nc.connected_url.geturl())  # type: ignore[union-attr]
-    apps = [App(jsflow_client, "a"), App(other, "b")]
+    apps = [App(jsflow_client, "a"), App(other, "a")]  # one app, two processes
     fns = []
     for app in apps:
 
@@ -120,16 +126,20 @@ async def test_schedules_outlive_the_request_max_age_while_requests_expire() -> 
             first = runs[0]
             # when the max age has passed for an unconsumed request and an old event
             await _until(
-                lambda: _gone(client, f"task.requested.idle.{stale.id}"), "the request expires"
+                lambda: _gone(client, f"task.requested.{task_token(app.scope, 'idle')}.{stale.id}"),
+                "the request expires",
             )
-            await _until(lambda: _gone(client, f"task.completed.beat.{first}"), "the event expires")
+            await _until(
+                lambda: _gone(client, f"task.completed.{task_token(app.scope, 'beat')}.{first}"),
+                "the event expires",
+            )
             # then the recurring schedule is still there and keeps firing
             assert not await _gone(client, schedule.subject)
             seen = len(runs)
             await _until(lambda: _ran(runs, seen + 2), "two more ticks")
             # and the one-shot schedule, due after the max age, fired once and is gone
             assert await at.result(timeout=30) == 7
-            assert await _gone(client, schedule_subject("later", at.id))
+            assert await _gone(client, schedule_subject(task_token(app.scope, "later"), at.id))
             await schedule.cancel()
         info = await client.js.stream_info(TASK_STREAM)
         assert not info.config.max_age and info.config.allow_msg_ttl

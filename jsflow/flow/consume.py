@@ -22,13 +22,13 @@ import asyncio
 import contextlib
 import enum
 import inspect
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from jsflow._js import Msg, map_nats_errors
 from jsflow._validate import count, number, shorten
+from jsflow.backoff import Backoff
 from jsflow.errors import (
     CodecError,
     ConfigError,
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEAD_LETTER_MARGIN",
     "DETERMINISTIC_ERRORS",
-    "Backoff",
+    "FETCH_BACKOFF",
     "Fetcher",
     "Outcome",
     "SettlePolicy",
@@ -59,6 +59,9 @@ __all__ = [
 ]
 
 _log = get_logger(__name__)
+
+# The pause after the n-th fetch failure in a row.
+FETCH_BACKOFF = Backoff(initial=0.1, maximum=5.0, jitter=0.5)
 
 # Failures no retry can fix: the same message fails the same way on every delivery.
 DETERMINISTIC_ERRORS: tuple[type[BaseException], ...] = (
@@ -93,30 +96,6 @@ class Fetcher(Protocol):
         ...
 
 
-class Backoff:
-    """Capped, jittered exponential delays for a loop that keeps failing.
-
-    ``next()`` returns a delay drawn from ``[d/2, d]`` with ``d = min(cap, base * 2**n)``
-    (full jitter would allow near-zero delays, that is spinning); :meth:`reset` after a
-    success.
-    """
-
-    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
-        self.base = base
-        self.cap = cap
-        self.failures = 0
-
-    def next(self) -> float:
-        """The delay before the next attempt (and count this failure)."""
-        ceiling = min(self.cap, self.base * 2 ** min(self.failures, 32))
-        self.failures += 1
-        return float(ceiling / 2 + random.random() * ceiling / 2)
-
-    def reset(self) -> None:
-        """Forget past failures."""
-        self.failures = 0
-
-
 async def _sleep_unless(stop: asyncio.Event, delay: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(delay):
@@ -134,7 +113,7 @@ async def fetch_loop(
     release: Callable[[int], None] | None = None,
     timeout: float | Callable[[], float] = 1.0,
     name: str = "",
-    backoff: Backoff | None = None,
+    backoff: Backoff = FETCH_BACKOFF,
 ) -> None:
     """Fetch and ``deliver`` batches until ``stop`` is set, then return.
 
@@ -152,15 +131,16 @@ async def fetch_loop(
     * the connection closed for good (``client.nc.is_closed``, or
       :class:`ConnectionClosedError`): end with :class:`ConnectionClosedError` at once, never
       retry a closed connection;
-    * any other error: log it and wait (:class:`Backoff`: capped at 5 s, jittered, reset by
-      a successful fetch; interrupted by ``stop``), so a failing server is never spun on;
+    * any other error: log it and wait ``backoff.delay(n)`` after the ``n``-th failure in a
+      row (:data:`FETCH_BACKOFF`: from 0.1 s, capped at 5 s, never below half; reset by an
+      answer of the server; interrupted by ``stop``), so a failing server is never spun on;
     * an error raised by ``deliver`` is the caller's bug: it ends the loop.
     """
     if (batch is None) == (reserve is None):
         raise ConfigError("fetch_loop needs exactly one of batch and reserve")
     if batch is not None:
         batch = count("batch", batch)
-    retry = backoff if backoff is not None else Backoff()
+    failures = 0
     nc = client.nc
     while not stop.is_set():
         if nc.is_closed:
@@ -181,7 +161,7 @@ async def fetch_loop(
                 msgs = await fetcher.fetch(n, wait)
             got = len(msgs)
         except RequestTimeoutError:
-            retry.reset()  # the server answered: the connection works
+            failures = 0  # the server answered: the connection works
             continue
         except ConnectionClosedError:
             raise
@@ -190,12 +170,13 @@ async def fetch_loop(
                 raise ConnectionClosedError(
                     f"{name or 'consumer'}: the connection is closed"
                 ) from exc
-            delay = retry.next()
+            failures += 1
+            delay = backoff.delay(failures)
             _log.warning(
                 "consume.fetch_failed",
                 consumer=name,
                 error=repr(exc),
-                failures=retry.failures,
+                failures=failures,
                 retry_in=round(delay, 3),
             )
             await _sleep_unless(stop, delay)
@@ -203,7 +184,7 @@ async def fetch_loop(
         finally:
             if reserve is not None and release is not None and got < n:
                 release(n - got)
-        retry.reset()
+        failures = 0
         if msgs:
             result = deliver(msgs)
             if inspect.isawaitable(result):

@@ -21,6 +21,7 @@ from jsflow._validate import (
     optional_duration,
     shorten,
 )
+from jsflow.backoff import Backoff
 from jsflow.errors import ConfigError
 from jsflow.observability import tracer
 from jsflow.tasks.backend import TaskBackend, new_state
@@ -113,9 +114,14 @@ class TaskOptions:
         if max_backoff < backoff:
             raise ConfigError(f"max_backoff ({max_backoff}) must be >= backoff ({backoff})")
 
+    @property
+    def retry_backoff(self) -> Backoff:
+        """The :class:`~jsflow.backoff.Backoff` between attempts (exact, no jitter)."""
+        return Backoff(initial=self.backoff, maximum=self.max_backoff)
+
     def retry_delay(self, attempt: int) -> float:
         """Seconds to wait before retrying after failed attempt ``attempt`` (1-based)."""
-        return float(min(self.max_backoff, self.backoff * 2 ** max(0, attempt - 1)))
+        return self.retry_backoff.delay(attempt)
 
 
 class TaskFunction(Generic[P, R]):

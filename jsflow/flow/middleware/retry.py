@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from jsflow._validate import count, duration
+from jsflow.backoff import Backoff
 from jsflow.errors import ConfigError
 from jsflow.flow.handler import NamedStage, StageFn, stage_name
 from jsflow.flow.message import Message
@@ -23,9 +24,9 @@ class Retry:
     """Retry the wrapped stage in place, without a redelivery.
 
     Attempt ``n`` (from 1) waits ``min(max_interval, initial_interval * multiplier**(n-1))``,
-    randomized by ``± randomization_factor``. It stops after ``max_retries`` retries or once
-    ``max_elapsed`` seconds have passed, then re-raises the last error. Only exceptions of
-    the types in ``retry_on`` are retried.
+    reduced by up to ``randomization_factor`` of it (a :class:`jsflow.backoff.Backoff`).
+    It stops after ``max_retries`` retries or once ``max_elapsed`` seconds have passed, then
+    re-raises the last error. Only exceptions of the types in ``retry_on`` are retried.
     """
 
     max_retries: int = 3
@@ -37,23 +38,33 @@ class Retry:
     retry_on: tuple[type[BaseException], ...] = (Exception,)
 
     def __post_init__(self) -> None:
-        if self.max_retries < 0:
-            raise ConfigError(f"Retry.max_retries must be >= 0, got {self.max_retries}")
+        count("Retry.max_retries", self.max_retries, minimum=0, maximum=1_000_000)
         if self.initial_interval < 0 or self.max_interval < 0 or self.multiplier < 1:
             raise ConfigError("Retry needs intervals >= 0 and multiplier >= 1")
-        if not 0 <= self.randomization_factor <= 1:
-            raise ConfigError("Retry.randomization_factor must be in [0, 1]")
-        if self.max_elapsed is not None and not self.max_elapsed > 0:
-            raise ConfigError("Retry.max_elapsed must be positive")
+        if self.max_elapsed is not None:
+            duration("Retry.max_elapsed", self.max_elapsed)
+        self.backoff  # noqa: B018 -- checks the intervals and randomization_factor
+
+    @property
+    def backoff(self) -> Backoff:
+        """The :class:`~jsflow.backoff.Backoff` of the waits between attempts."""
+        return Backoff(
+            # A cap below the first interval caps it too (every wait is at most the cap).
+            initial=min(self.initial_interval, self.max_interval),
+            maximum=self.max_interval,
+            multiplier=self.multiplier,
+            jitter=self.randomization_factor,
+        )
 
     def delay(self, attempt: int) -> float:
         """The wait before retry ``attempt`` (1-based), before randomization."""
-        return min(self.max_interval, self.initial_interval * self.multiplier ** (attempt - 1))
+        return self.backoff.ceiling(attempt)
 
     def __call__(self, stage: StageFn) -> StageFn:
         """Wrap ``stage``."""
         name = stage_name(stage)
         options = self
+        backoff = self.backoff
 
         async def retried(msg: Message[Any]) -> Any:
             started = time.monotonic()
@@ -63,9 +74,7 @@ class Retry:
                 except options.retry_on as exc:
                     if attempt >= options.max_retries:
                         raise
-                    wait = options.delay(attempt + 1)
-                    jitter = wait * options.randomization_factor
-                    wait = max(0.0, random.uniform(wait - jitter, wait + jitter))
+                    wait = backoff.delay(attempt + 1)
                     elapsed = time.monotonic() - started
                     if options.max_elapsed is not None and elapsed + wait > options.max_elapsed:
                         raise
