@@ -22,13 +22,18 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from importlib import metadata
+from typing import Any
 
 from jsflow._js.connection import redact_url, url_secrets
+from jsflow.client import Client, connect
 from jsflow.errors import ConfigError, ConnectionFailedError, InvalidKeyError, JsflowError
-
-if TYPE_CHECKING:
-    from jsflow.client import Client
+from jsflow.tasks.app import App
+from jsflow.tasks.backend import TaskBackend
+from jsflow.tasks.errors import TaskNotFoundError
+from jsflow.tasks.router import EventRouter
+from jsflow.tasks.status import TaskStatus
+from jsflow.tasks.streams import app_scope
 
 __all__ = ["main"]
 
@@ -44,8 +49,6 @@ def _err(line: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from jsflow.tasks.status import TaskStatus
-
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--url",
@@ -107,8 +110,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def load_app(spec: str, client: Any) -> Any:
     """Import ``MODULE:ATTR``; bind an App to ``client`` or call a factory with it."""
-    from jsflow.tasks.app import App
-
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"expected MODULE:ATTR, got {spec!r}")
@@ -145,8 +146,6 @@ async def _until_signalled(coro: Any) -> None:
 
 async def _connect(url: str) -> Client:
     """Connect to ``url``; :func:`jsflow.connect` fails at once when nothing listens there."""
-    from jsflow.client import connect
-
     try:
         return await connect(url)
     except ConnectionFailedError as exc:
@@ -155,28 +154,19 @@ async def _connect(url: str) -> Client:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from jsflow.tasks.backend import TaskBackend
-    from jsflow.tasks.errors import TaskNotFoundError
-    from jsflow.tasks.status import TaskStatus
-    from jsflow.tasks.streams import app_scope
-
     async with await _connect(args.url) as client:
         if args.command == "worker":
             app = load_app(args.app, client)
             if inspect.isawaitable(app):
                 app = await app
-            from jsflow.tasks.app import App
-
             if not isinstance(app, App):
                 raise ConfigError(f"{args.app!r} did not give an App, got {type(app).__name__}")
             names = args.tasks.split(",") if args.tasks else None
             worker = app.worker(args.concurrency, ack_wait=args.ack_wait, tasks=names)
-            _out(f"worker {worker.id} running {', '.join(worker._names)}")
+            _out(f"worker {worker.id} running {', '.join(worker.task_names)}")
             await _until_signalled(worker.run())
             return 0
         if args.command == "router":
-            from jsflow.tasks.router import EventRouter
-
             router = EventRouter.from_toml(client, args.rules)
             _out(f"router {router.durable} on {router.stream}: {len(router.rules)} rule(s)")
             await _until_signalled(router.run())
@@ -231,9 +221,10 @@ def _redacted(text: str, url: str) -> str:
 
 
 def _version() -> str:
-    from jsflow import __version__
-
-    return __version__
+    try:
+        return metadata.version("jsflow")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

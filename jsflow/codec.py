@@ -16,6 +16,9 @@ import typing
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar, get_args, get_origin, runtime_checkable
 
+import betterproto
+from google.protobuf.message import Message as ProtobufMessage
+
 from jsflow.errors import CodecError, ConfigError
 
 __all__ = [
@@ -260,18 +263,10 @@ class DataclassCodec(Generic[T]):
 
 
 def _is_protobuf(tp: type) -> bool:
-    try:
-        from google.protobuf.message import Message
-    except ImportError:  # pragma: no cover
-        return False
-    return issubclass(tp, Message)
+    return issubclass(tp, ProtobufMessage)
 
 
 def _is_betterproto(tp: type) -> bool:
-    try:
-        import betterproto
-    except ImportError:  # pragma: no cover
-        return False
     return issubclass(tp, betterproto.Message)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -139,8 +140,6 @@ async def test_cli_without_a_server_fails_with_one_clear_error(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # given a URL where no server listens
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import jsflow
 from jsflow.tasks.app import App, TaskOptions
+from jsflow.tasks.backend import new_state
 from jsflow.tasks.payload import CallCodec
 from jsflow.tasks.router import Rule
 from jsflow.tasks.state import Declined, set_status, status_of
@@ -92,8 +93,6 @@ async def test_concurrent_finishers_of_one_attempt_have_exactly_one_winner(
     app = App(jsflow_client, "t")
     backend = await app.backend()
     task_id = uuid.uuid4().hex
-    from jsflow.tasks.backend import new_state
-
     state = new_state(task_id, "race", b"")
     set_status(state, TaskStatus.RUNNING)
     state.attempt = 1

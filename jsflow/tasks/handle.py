@@ -11,6 +11,7 @@ from jsflow._validate import check_id, optional_duration
 from jsflow.errors import RequestTimeoutError, TaskCancelledError, TaskFailedError
 from jsflow.tasks.errors import TaskNotFoundError
 from jsflow.tasks.events import TaskEvents
+from jsflow.tasks.payload import JSON_ANY
 from jsflow.tasks.state import TaskInfo, status_of
 from jsflow.tasks.status import TaskStatus
 
@@ -110,9 +111,7 @@ class TaskHandle(Generic[R]):
         if status is TaskStatus.SUCCEEDED:
             data = await self._backend.resolve(bytes(state.result), state.result_ref)
             if self._codec is None:
-                from jsflow.tasks.payload import _JSON
-
-                value: Any = _JSON.decode(data) if data else None
+                value: Any = JSON_ANY.decode(data) if data else None
                 return value  # type: ignore[no-any-return]
             return self._codec.decode_result(data)  # type: ignore[no-any-return]
         if status is TaskStatus.CANCELLED:

@@ -18,7 +18,7 @@ from jsflow._proto import task_pb2
 from jsflow.codec import Codec, codec_for
 from jsflow.errors import CodecError, ConfigError
 
-__all__ = ["CallCodec"]
+__all__ = ["JSON_ANY", "CallCodec"]
 
 
 class _AnyJson:
@@ -37,7 +37,8 @@ class _AnyJson:
         return None
 
 
-_JSON: Codec[Any] = _AnyJson()
+# Results of a task whose function is not known here decode as plain JSON.
+JSON_ANY: Codec[Any] = _AnyJson()
 
 
 def _codec_for_hint(hint: Any) -> Codec[Any]:
@@ -45,10 +46,10 @@ def _codec_for_hint(hint: Any) -> Codec[Any]:
         try:
             return codec_for(hint)
         except ConfigError:
-            return _JSON
+            return JSON_ANY
     if hint is bytes:
         return codec_for(bytes)
-    return _JSON
+    return JSON_ANY
 
 
 class CallCodec:
@@ -73,13 +74,13 @@ class CallCodec:
                 self._by_name[param.name] = codec
         ret = hints.get("return")
         self.result_codec: Codec[Any] = (
-            _JSON if ret is None or ret is type(None) else _codec_for_hint(ret)
+            JSON_ANY if ret is None or ret is type(None) else _codec_for_hint(ret)
         )
 
     def _positional_codec(self, index: int) -> Codec[Any]:
         if index < len(self._positional):
             return self._positional[index]
-        return self._star or _JSON
+        return self._star or JSON_ANY
 
     def check(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise :class:`ConfigError` when the arguments do not fit the signature."""
@@ -95,7 +96,7 @@ class CallCodec:
         for i, value in enumerate(args):
             msg.args.append(_encode(self._positional_codec(i), value))
         for name, value in kwargs.items():
-            msg.kwargs[name] = _encode(self._by_name.get(name, _JSON), value)
+            msg.kwargs[name] = _encode(self._by_name.get(name, JSON_ANY), value)
         return bytes(msg.SerializeToString())
 
     def decode_args(self, data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -105,7 +106,8 @@ class CallCodec:
             msg.ParseFromString(data)
             args = tuple(self._positional_codec(i).decode(raw) for i, raw in enumerate(msg.args))
             kwargs = {
-                name: self._by_name.get(name, _JSON).decode(raw) for name, raw in msg.kwargs.items()
+                name: self._by_name.get(name, JSON_ANY).decode(raw)
+                for name, raw in msg.kwargs.items()
             }
         except Exception as exc:
             raise CodecError(f"cannot decode task arguments: {type(exc).__name__}: {exc}") from exc

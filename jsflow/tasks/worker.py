@@ -197,6 +197,11 @@ class Worker:
         self._stop_event = asyncio.Event()
         self._started = False
 
+    @property
+    def task_names(self) -> list[str]:
+        """The names of the tasks this worker runs."""
+        return list(self._names)
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
