@@ -10,8 +10,7 @@ import pytest
 
 import jsflow
 from jsflow.tasks.app import App
-from jsflow.tasks.backend import new_state
-from jsflow.tasks.state import set_status
+from jsflow.tasks.lifecycle import new_state, set_status
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import TASK_STREAM, event_subject, task_filter
 

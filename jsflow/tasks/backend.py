@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -26,10 +25,12 @@ from jsflow._proto import task_pb2
 from jsflow._validate import check_id, count, duration
 from jsflow.errors import ConfigError, ServerError
 from jsflow.observability import get_logger, tracer
+from jsflow.tasks import lifecycle
 from jsflow.tasks.artifacts import ArtifactStore
 from jsflow.tasks.errors import DependencyCycleError, TaskNotFoundError
 from jsflow.tasks.events import TaskEvent, publish_event
-from jsflow.tasks.state import Declined, TaskStore, set_status, status_of
+from jsflow.tasks.lifecycle import status_of
+from jsflow.tasks.state import TaskStore
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import (
     DEFAULT_APP,
@@ -59,22 +60,6 @@ _ARTIFACT_MARGIN = 60.0
 _MAX_GRAPH = 10_000
 _FAILED_DEP = (TaskStatus.FAILED, TaskStatus.DEAD, TaskStatus.CANCELLED)
 _log = get_logger(__name__)
-
-
-class _Running(Exception):
-    """Internal: a cancel found the task running (its worker must interrupt it)."""
-
-
-def new_state(
-    task_id: str, name: str, args: bytes, args_ref: str = "", *, released: bool = True
-) -> task_pb2.TaskState:
-    """A fresh ``PENDING`` state."""
-    state = task_pb2.TaskState(
-        id=task_id, name=name, args=args, args_ref=args_ref, released=released
-    )
-    state.created_at = time.time()
-    set_status(state, TaskStatus.PENDING)
-    return state
 
 
 def check_retention(retention: float | dt.timedelta | None) -> float | None:
@@ -312,26 +297,10 @@ class TaskBackend:
         when the task had already finished.
         """
 
-        def cancel_now(state: task_pb2.TaskState) -> None:
-            status = status_of(state)
-            if status.terminal or state.cancel_requested:
-                raise Declined
-            if status is TaskStatus.RUNNING:
-                raise _Running
-            set_status(state, TaskStatus.CANCELLED)
-            state.error_type = "TaskCancelledError"
-            state.error_message = "cancelled"
-
-        def ask_worker(state: task_pb2.TaskState) -> None:
-            # Whoever runs it next (this attempt's worker, or the next attempt's) cancels it.
-            if status_of(state).terminal or state.cancel_requested:
-                raise Declined
-            state.cancel_requested = True
-
         try:  # the terminal write carries the retention TTL, the flag does not
-            new = await self.store.transition(task_id, cancel_now, ttl=self.retention)
-        except _Running:
-            new = await self.store.transition(task_id, ask_worker)
+            new = await self.store.transition(task_id, lifecycle.cancel, ttl=self.retention)
+        except lifecycle.StillRunning:
+            new = await self.store.transition(task_id, lifecycle.request_cancel)
         if new is None:
             current = await self.store.get(task_id)
             if current is None:
@@ -373,13 +342,7 @@ class TaskBackend:
         """Run a ``FAILED`` or ``DEAD`` task again from attempt 1; ``False`` if it is neither."""
 
         def fn(state: task_pb2.TaskState) -> None:
-            if status_of(state) not in (TaskStatus.FAILED, TaskStatus.DEAD):
-                raise Declined
-            set_status(state, TaskStatus.PENDING)
-            state.attempt = 0
-            state.error_type = state.error_message = ""
-            state.finished_at = 0.0
-            state.cancel_requested = False
+            lifecycle.replay(state)
             state.released = True
             state.replays += 1
 
@@ -429,11 +392,7 @@ class TaskBackend:
         await self.request([state])
 
         def add(dep: task_pb2.TaskState) -> None:
-            # A finished dependency needs no registration (the _resolve below sees it), and
-            # writing it would replace the retention TTL its terminal write carries.
-            if state.id in dep.dependents or status_of(dep).terminal:
-                raise Declined
-            dep.dependents.append(state.id)
+            lifecycle.add_dependent(dep, state.id)  # a finished one: the _resolve below
 
         await asyncio.gather(*(self.store.transition(d, add) for d in deps))
         # A dependency may have finished before it learnt about us: resolve now as well.
@@ -479,11 +438,7 @@ class TaskBackend:
             )
 
             def cancel(s: task_pb2.TaskState) -> None:
-                if s.released or status_of(s).terminal:
-                    raise Declined
-                set_status(s, TaskStatus.CANCELLED)
-                s.error_type = "DependencyFailed"
-                s.error_message = cause
+                lifecycle.cancel_for_dependency(s, cause)
 
             new = await self.store.transition(task_id, cancel, ttl=self.retention)
             if new is not None:
@@ -505,10 +460,5 @@ class TaskBackend:
             # leaves a task that the next resolver releases again, never a lost one.
             await self.publish_requests([state])
 
-            def release(s: task_pb2.TaskState) -> None:
-                if s.released or status_of(s).terminal:  # keep a terminal write's TTL
-                    raise Declined
-                s.released = True
-
-            await self.store.transition(task_id, release)
+            await self.store.transition(task_id, lifecycle.release)
         return None

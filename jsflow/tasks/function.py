@@ -24,8 +24,9 @@ from jsflow._validate import (
 from jsflow.backoff import Backoff
 from jsflow.errors import ConfigError
 from jsflow.observability import tracer
-from jsflow.tasks.backend import TaskBackend, new_state
+from jsflow.tasks.backend import TaskBackend
 from jsflow.tasks.handle import TaskHandle
+from jsflow.tasks.lifecycle import new_state
 from jsflow.tasks.payload import CallCodec
 from jsflow.tasks.schedules import Schedule, schedule_cron, submit_at
 from jsflow.tasks.streams import validate_name

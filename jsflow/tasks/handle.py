@@ -11,8 +11,9 @@ from jsflow._validate import check_id, optional_duration
 from jsflow.errors import RequestTimeoutError, TaskCancelledError, TaskFailedError
 from jsflow.tasks.errors import TaskNotFoundError
 from jsflow.tasks.events import TaskEvents
+from jsflow.tasks.lifecycle import status_of
 from jsflow.tasks.payload import JSON_ANY
-from jsflow.tasks.state import TaskInfo, status_of
+from jsflow.tasks.state import TaskInfo
 from jsflow.tasks.status import TaskStatus
 
 if TYPE_CHECKING:

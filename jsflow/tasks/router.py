@@ -38,7 +38,8 @@ from jsflow.flow.dead_letter import DeadLetter
 from jsflow.flow.streams import ensure_stream, subject_matches
 from jsflow.observability import get_logger, tracer
 from jsflow.tasks.app import App
-from jsflow.tasks.backend import TaskBackend, new_state
+from jsflow.tasks.backend import TaskBackend
+from jsflow.tasks.lifecycle import new_state
 from jsflow.tasks.payload import raw_args
 from jsflow.tasks.streams import DEFAULT_APP, app_scope, validate_name
 

@@ -27,7 +27,8 @@ import uuid
 from jsflow._js import js_errors, map_nats_errors
 from jsflow._validate import MAX_DURATION, MAX_KEY_LEN, check_name, duration, one_of, shorten
 from jsflow.errors import ConfigError
-from jsflow.tasks.backend import TaskBackend, new_state
+from jsflow.tasks.backend import TaskBackend
+from jsflow.tasks.lifecycle import new_state
 from jsflow.tasks.streams import (
     H_SCHEDULE_ID,
     H_SCHEDULE_TTL,

@@ -6,7 +6,6 @@ racing to finish one task attempt exactly one wins.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING
 from jsflow._proto import task_pb2
 from jsflow.errors import ConflictError, KeyExistsError
 from jsflow.store import KeyListener, ObjectStore
+from jsflow.tasks.lifecycle import Declined
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import STATE_BUCKET
 
@@ -23,10 +23,6 @@ if TYPE_CHECKING:
 __all__ = ["TaskInfo", "TaskStore"]
 
 TaskState = task_pb2.TaskState
-
-
-class Declined(Exception):
-    """Internal: a transition function refused to change the state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,18 +61,6 @@ class TaskInfo:
             depends_on=tuple(state.depends_on),
             revision=revision,
         )
-
-
-def status_of(state: task_pb2.TaskState) -> TaskStatus:
-    """The :class:`TaskStatus` of a ``TaskState``."""
-    return TaskStatus.from_proto(state.status)
-
-
-def set_status(state: task_pb2.TaskState, status: TaskStatus) -> None:
-    """Set the status (and ``finished_at`` for terminal ones)."""
-    state.status = status.to_proto()  # type: ignore[assignment]
-    if status.terminal:
-        state.finished_at = time.time()
 
 
 class TaskStore:

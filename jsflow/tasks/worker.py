@@ -39,7 +39,8 @@ from jsflow.errors import (
 from jsflow.flow.consume import SettlePolicy, fetch_loop
 from jsflow.observability import get_logger, tracer
 from jsflow.store import KeyListener
-from jsflow.tasks.backend import TaskBackend, new_state
+from jsflow.tasks import lifecycle
+from jsflow.tasks.backend import TaskBackend
 from jsflow.tasks.context import TaskContext, _current
 from jsflow.tasks.errors import TaskTimeoutError
 from jsflow.tasks.events import (
@@ -50,7 +51,15 @@ from jsflow.tasks.events import (
     start_event,
     wait_all,
 )
-from jsflow.tasks.state import Declined, set_status, status_of
+from jsflow.tasks.lifecycle import (
+    MAX_ERROR_MESSAGE,
+    MAX_ERROR_TYPE,
+    Declined,
+    error_texts,
+    new_state,
+    set_status,
+    status_of,
+)
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import (
     DEFAULT_APP,
@@ -67,7 +76,7 @@ from jsflow.tasks.streams import (
 if TYPE_CHECKING:
     from jsflow.tasks.function import TaskFunction, TaskRegistry
 
-__all__ = ["Worker"]
+__all__ = ["MAX_ERROR_MESSAGE", "MAX_ERROR_TYPE", "Worker", "error_texts"]
 
 _log = get_logger(__name__)
 _MAX_BATCH = 64
@@ -82,12 +91,9 @@ _MAX_ACK_WAIT = 24 * 3600.0  # a heartbeat every ack_wait/3 keeps any attempt al
 _SLOT_WAIT = 1.0  # how often a loop waiting for a free slot checks its connection
 # Error texts stored in state and events are bounded: a huge exception message must not make
 # the outcome unrecordable (a state write past max_payload, retried until DeliveryLimit).
-MAX_ERROR_TYPE = 200
-MAX_ERROR_MESSAGE = 4096
 # An attempt that runs this long also watches its state for a cancel flag (a lost signal):
 # shorter ones end before a missed cancel matters, and cost the shared watch nothing.
 _LISTEN_AFTER = 1.0
-_RUNNABLE = (TaskStatus.PENDING, TaskStatus.RETRYING, TaskStatus.RUNNING)
 
 
 class _Slots:
@@ -476,12 +482,6 @@ class Worker:
             if entry.listener is not None:
                 entry.listener.close()
 
-    def _mark_started(self, state: task_pb2.TaskState) -> None:
-        state.attempt += 1
-        set_status(state, TaskStatus.RUNNING)
-        state.worker = self.id
-        state.started_at = time.time()
-
     async def _start_carried(
         self, state: task_pb2.TaskState, revision: int, entry: _Running
     ) -> task_pb2.TaskState | None:
@@ -490,7 +490,7 @@ class Worker:
         assert self._backend is not None
         if status_of(state) is not TaskStatus.PENDING or state.cancel_requested:
             return None
-        self._mark_started(state)
+        lifecycle.start(state, worker=self.id)
         written = await self._backend.store.compare_and_set(state, revision)
         if not written:
             return None
@@ -538,7 +538,7 @@ class Worker:
             await backend.settle_artifacts(state)
             await SettlePolicy.ack(msg)
             return None
-        if state.cancel_requested or status not in _RUNNABLE:
+        if state.cancel_requested or status not in lifecycle.RUNNABLE:
             await self._finish_cancelled(state, msg, attempt=None)
             return None
         if meta.num_delivered == 1 and status is not TaskStatus.PENDING:
@@ -562,9 +562,7 @@ class Worker:
         read_attempt = state.attempt
 
         def start(s: task_pb2.TaskState) -> None:
-            if status_of(s) not in _RUNNABLE or s.attempt != read_attempt or s.cancel_requested:
-                raise Declined
-            self._mark_started(s)
+            lifecycle.start(s, worker=self.id, attempt=read_attempt)
 
         started = await store.transition(task_id, start)
         if started is None:  # another worker or a canceller moved first
@@ -723,16 +721,14 @@ class Worker:
         cancelled = entry is not None and entry.cancel_requested
 
         def retry(s: task_pb2.TaskState) -> None:
-            nonlocal cancelled
-            if status_of(s) is not TaskStatus.RUNNING or s.attempt != attempt:
-                raise Declined
-            if cancelled or s.cancel_requested:  # a cancelled task is not retried
-                cancelled = True
-                raise Declined
-            set_status(s, TaskStatus.RETRYING)
-            s.error_type, s.error_message = _bound_error(error_type, error_message)
+            lifecycle.retry(s, attempt=attempt, error_type=error_type, error_message=error_message)
 
-        new = None if cancelled else await self._backend.store.transition(state.id, retry)
+        new = None
+        if not cancelled:
+            try:
+                new = await self._backend.store.transition(state.id, retry)
+            except lifecycle.CancelRequested:  # a cancelled task is not retried
+                cancelled = True
         if cancelled:
             await self._finish_cancelled(state, msg, attempt=attempt)
             return
@@ -773,16 +769,14 @@ class Worker:
         backend = self._backend
 
         def finish(s: task_pb2.TaskState) -> None:
-            if status_of(s).terminal:
-                raise Declined
-            if attempt is not None and (
-                status_of(s) is not TaskStatus.RUNNING or s.attempt != attempt
-            ):
-                raise Declined
-            set_status(s, status)
-            s.error_type, s.error_message = _bound_error(error_type, error_message)
-            if result is not None:
-                s.result, s.result_ref = result
+            lifecycle.finish(
+                s,
+                status,
+                attempt=attempt,
+                error_type=error_type,
+                error_message=error_message,
+                result=result,
+            )
 
         entry = self._running.get(task_id)
         new = None
@@ -882,30 +876,6 @@ async def _terminate(msg: Msg, task: str, reason: str, **detail: str) -> None:
         **{k: shorten(v, 200) for k, v in detail.items()},
     )
     await SettlePolicy.term(msg)
-
-
-def _truncate(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` UTF-8 bytes (valid UTF-8: lone surrogates become
-    ``?``), marked with its original length when cut."""
-    data = text.encode("utf-8", "replace")
-    if len(data) <= limit:
-        return data.decode("utf-8")
-    suffix = f"... ({len(text)} chars)"
-    return data[: limit - len(suffix)].decode("utf-8", "ignore") + suffix
-
-
-def _bound_error(error_type: str, error_message: str) -> tuple[str, str]:
-    return _truncate(error_type, MAX_ERROR_TYPE), _truncate(error_message, MAX_ERROR_MESSAGE)
-
-
-def error_texts(exc: BaseException) -> tuple[str, str]:
-    """The (bounded) error type and message recorded for ``exc``: at most
-    ``MAX_ERROR_TYPE`` and ``MAX_ERROR_MESSAGE`` UTF-8 bytes, whatever the exception holds."""
-    try:
-        message = str(exc)
-    except Exception:  # a __str__ that raises must not lose the outcome
-        message = f"<unprintable {type(exc).__name__}>"
-    return _bound_error(type(exc).__name__, message)
 
 
 def _carried_state(msg: Msg, task_id: str) -> tuple[task_pb2.TaskState, int] | None:
