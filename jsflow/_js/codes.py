@@ -7,6 +7,7 @@ __all__ = [
     "CONSUMER_NOT_FOUND",
     "MAX_CONSUMERS",
     "MESSAGE_TOO_LARGE",
+    "REPLICAS_UNAVAILABLE",
     "STREAM_NAME_IN_USE",
     "STREAM_NOT_FOUND",
     "WRONG_LAST_SEQUENCE",
@@ -20,3 +21,6 @@ MESSAGE_TOO_LARGE = 10054  # message size exceeds maximum allowed
 # wrong last sequence: per stream (10071) and per subject (10164)
 WRONG_LAST_SEQUENCE = (10071, 10164)
 BATCH_DUPLICATE_MSG = 10201  # an atomic batch carried a Nats-Msg-Id the stream already has
+# More replicas than the servers can place: "replicas > 1 not supported in non-clustered
+# mode" (10074) and "insufficient resources" (10023).
+REPLICAS_UNAVAILABLE = (10074, 10023)

@@ -95,21 +95,20 @@ class ArtifactStore:
         async with self._lock:
             if self._store is None:
                 js = self._client.js
+                # The object store's stream, created (or bound and checked) in the one place
+                # streams are made; per-message TTLs expire artifacts with their task.
+                config = api.StreamConfig(
+                    name=self._stream,
+                    subjects=[f"$O.{self.bucket}.C.>", f"$O.{self.bucket}.M.>"],
+                    storage=api.StorageType.FILE,
+                    num_replicas=self.replicas,
+                    discard=api.DiscardPolicy.NEW,
+                    allow_rollup_hdrs=True,
+                    allow_direct=True,
+                    allow_msg_ttl=True,
+                )
+                info, _ = await streams.create_or_bind(js, config, timeout=self._client.timeout)
                 with map_nats_errors(bucket=self.bucket):
-                    try:
-                        store = await js.object_store(self.bucket)
-                    except js_errors.BucketNotFoundError:
-                        store = await js.create_object_store(
-                            self.bucket,
-                            config=api.ObjectStoreConfig(
-                                storage=api.StorageType.FILE, replicas=self.replicas
-                            ),
-                        )
-                        if self.replicas > 1:
-                            await streams.await_leader(
-                                js, self._stream, timeout=self._client.timeout
-                            )
-                    info = await js.stream_info(self._stream)
                     if not info.config.allow_msg_ttl:  # can be turned on, never off
                         info.config.allow_msg_ttl = True
                         try:
@@ -117,6 +116,7 @@ class ArtifactStore:
                         except js_errors.BadRequestError as exc:
                             if exc.err_code != codes.STREAM_NAME_IN_USE:
                                 raise
+                    store = await js.object_store(self.bucket)
                 self._store = store
         return self._store
 

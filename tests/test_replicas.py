@@ -1,0 +1,47 @@
+"""``replicas=`` on one server: asking for more copies than the servers can hold is a
+ConfigError naming the replicas, never a silent single copy."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+import jsflow
+from jsflow.errors import ConfigError
+from jsflow.flow.streams import ensure_stream
+from jsflow.tasks.app import App
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def uniq(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+async def test_more_replicas_than_servers_is_a_config_error_naming_them(
+    jsflow_server: jsflow.EmbeddedServer,
+) -> None:
+    async with asyncio.timeout(20), await jsflow.connect(jsflow_server.url, replicas=3) as client:
+        assert client.replicas == 3
+        with pytest.raises(ConfigError, match="replicas=3"):
+            await ensure_stream(client, uniq("R3"), [f"{uniq('r3')}.>"])
+        with pytest.raises(ConfigError, match="replicas=3"):
+            await App(client, uniq("r3app")).backend()
+
+
+async def test_a_per_object_replicas_overrides_the_client_default(
+    jsflow_server: jsflow.EmbeddedServer,
+) -> None:
+    async with asyncio.timeout(20), await jsflow.connect(jsflow_server.url, replicas=3) as client:
+        name = uniq("R1")
+        await ensure_stream(client, name, [f"{name.lower()}.>"], replicas=1)
+        info = await client.js.stream_info(name)
+        assert info.config.num_replicas == 1
+
+
+@pytest.mark.parametrize("bad", [0, 6, "3", 2.5, -1])
+async def test_replicas_out_of_range_is_refused_before_any_io(bad: object) -> None:
+    with pytest.raises(ConfigError, match="replicas"):
+        await jsflow.connect("nats://127.0.0.1:1", replicas=bad)  # type: ignore[arg-type]
