@@ -120,8 +120,7 @@ async def test_running_tasks_share_one_watch_and_release_their_listeners(
         ids = {h.id for h in handles}
         # when all of them run long enough to watch their state for a cancel flag
         for _ in range(400):
-            hub = backend.store.store._hub
-            if running == 20 and hub is not None and ids <= set(hub._listeners):
+            if running == 20 and ids <= backend.store.store.listened_keys():
                 break
             await asyncio.sleep(0.025)
         else:
@@ -132,6 +131,4 @@ async def test_running_tasks_share_one_watch_and_release_their_listeners(
         gate.set()
         assert [await h.result(timeout=10) for h in handles] == list(range(20))
     # and after they finished no listener on their ids is left behind
-    hub = backend.store.store._hub
-    assert hub is not None
-    assert not set(hub._listeners) & ids
+    assert not backend.store.store.listened_keys() & ids

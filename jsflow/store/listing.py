@@ -1,0 +1,114 @@
+"""Reading many entries of a bucket at once: its live keys, from a snapshot of its subjects
+(paged ``STREAM.INFO``) and a headers-only scan, and short-lived ordered scans (history)."""
+
+from __future__ import annotations
+
+import json
+
+from jsflow._js import Msg, api, map_nats_errors
+from jsflow.errors import ServerError
+from jsflow.store.bucket import Bucket
+from jsflow.store.values import Op
+from jsflow.store.wire import api_reply, op_of
+
+__all__ = ["keys", "scan", "subjects"]
+
+_PAGE_OVERLAP = 1000  # subjects a page of a paged subject listing re-reads of the last one
+
+
+async def keys(bucket: Bucket, filter: str) -> list[str]:
+    """The keys matching the (validated) ``filter`` whose latest entry is not a delete,
+    sorted: see :meth:`ObjectStore.keys`."""
+    subjects_now, last_seq = await subjects(bucket, bucket.subject(filter))
+    if not subjects_now:
+        return []
+    deleted: set[str] = set()
+    for msg in await scan(
+        bucket, filter, api.DeliverPolicy.LAST_PER_SUBJECT, headers_only=True, until=last_seq
+    ):
+        if op_of(msg.headers) is Op.PUT:
+            deleted.discard(msg.subject)
+        else:
+            deleted.add(msg.subject)
+    return sorted(bucket.key_of(s) for s in subjects_now if s not in deleted)
+
+
+async def subjects(bucket: Bucket, subject: str) -> tuple[set[str], int]:
+    """The subjects matching ``subject`` that hold messages, and the stream's last
+    sequence then, from ``STREAM.INFO`` with ``subjects_filter``.
+
+    The server answers each page (up to 100,000 subjects, sorted) from one snapshot.
+    Pages of a large result come from successive snapshots, so the next page is asked
+    for with an overlap; when writes in between shifted it past the last subject seen,
+    the overlap grows until the page starts at or before it, so nothing is skipped.
+    """
+    client = bucket.connection
+    api_prefix = getattr(client.js, "_prefix", None) or "$JS.API"
+    request_subject = f"{api_prefix}.STREAM.INFO.{bucket.stream}"
+    found: set[str] = set()
+    last_seq = 0
+    offset = 0
+    previous_last: str | None = None
+    back = _PAGE_OVERLAP
+    while True:
+        request = json.dumps({"subjects_filter": subject, "offset": offset}).encode()
+        with map_nats_errors(bucket=bucket.name, subject=subject):
+            reply = await client.nc.request(request_subject, request, timeout=client.timeout)
+        info = api_reply(reply.data, bucket=bucket.name, subject=subject)
+        if info is None:
+            raise ServerError(f"unreadable stream info for bucket {bucket.name!r}")
+        state = info.get("state") or {}
+        page = sorted((state.get("subjects") or {}).keys())
+        if previous_last is not None and page and page[0] > previous_last and offset > 0:
+            offset = max(0, offset - back)  # shifted past what we saw: look further back
+            back *= 2
+            continue
+        found.update(page)
+        last_seq = max(last_seq, int(state.get("last_seq") or 0))
+        total = int(info.get("total") or 0)
+        end = int(info.get("offset") or 0) + len(page)
+        if not page or end >= total:
+            return found, last_seq
+        previous_last = page[-1]
+        back = _PAGE_OVERLAP
+        offset = max(0, end - back)
+
+
+async def scan(
+    bucket: Bucket,
+    pattern: str,
+    policy: api.DeliverPolicy,
+    *,
+    headers_only: bool = False,
+    until: int | None = None,
+) -> list[Msg]:
+    """Read what matches ``pattern`` up to now (or up to stream sequence ``until``)
+    through a short-lived ordered consumer."""
+    subject = bucket.subject(pattern)
+    client = bucket.connection
+    msgs: list[Msg] = []
+    with map_nats_errors(bucket=bucket.name, subject=subject):
+        sub = await client.js.subscribe(
+            subject,
+            stream=bucket.stream,
+            ordered_consumer=True,
+            deliver_policy=policy,
+            headers_only=headers_only,
+            inactive_threshold=30.0,
+        )
+        try:
+            info = await sub.consumer_info()
+            # Nothing to read only if the server has nothing pending *and* delivered
+            # nothing yet: messages it already pushed may still be in flight to us.
+            delivered = info.delivered.consumer_seq if info.delivered else 0
+            if info.num_pending == 0 and not delivered:
+                return msgs
+            while True:
+                msg = await sub.next_msg(timeout=client.timeout)
+                msgs.append(msg)
+                if msg.metadata.num_pending == 0:
+                    return msgs
+                if until is not None and msg.metadata.sequence.stream >= until:
+                    return msgs
+        finally:
+            await bucket.close_subscription(sub)

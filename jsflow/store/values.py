@@ -1,0 +1,79 @@
+"""The store's value types: what a key holds (:class:`Entry`), what happened to it
+(:class:`Change`, :class:`Op`), how hard :meth:`ObjectStore.update` retries
+(:class:`RetryPolicy`), and :class:`Raw`, the stored bytes of a key at a revision."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from jsflow._validate import count, duration
+from jsflow.errors import ConfigError
+
+__all__ = ["MIN_TTL", "Change", "Entry", "Op", "Raw", "RetryPolicy"]
+
+T = TypeVar("T")
+
+MIN_TTL = 1.0
+"""The shortest per-key TTL the server accepts (it rejects per-message TTLs under 1 s)."""
+
+
+class Op(enum.Enum):
+    """What a change did to a key."""
+
+    PUT = "PUT"
+    DELETE = "DEL"
+    PURGE = "PURGE"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry(Generic[T]):
+    """A key's value at a revision (the stream sequence of the write)."""
+
+    key: str
+    value: T
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Change(Generic[T]):
+    """One change of a key, as seen by :meth:`ObjectStore.watch` and ``history``.
+
+    ``value`` is ``None`` for deletes and purges (including server-side TTL expiry).
+    """
+
+    key: str
+    value: T | None
+    revision: int
+    op: Op
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounds on :meth:`ObjectStore.update` retries after revision conflicts.
+
+    Backoff is exponential with full jitter: attempt ``n`` sleeps a random time in
+    ``[0, min(max_backoff, initial_backoff * 2**n)]``. Retrying stops at ``attempts`` or
+    when ``deadline`` seconds have passed, whichever comes first.
+    """
+
+    attempts: int = 20
+    deadline: float = 10.0
+    initial_backoff: float = 0.002
+    max_backoff: float = 0.25
+
+    def __post_init__(self) -> None:
+        count("RetryPolicy.attempts", self.attempts, minimum=1)
+        duration("RetryPolicy.deadline", self.deadline)
+        initial = duration("RetryPolicy.initial_backoff", self.initial_backoff, positive=False)
+        if duration("RetryPolicy.max_backoff", self.max_backoff, positive=False) < initial:
+            raise ConfigError("RetryPolicy needs 0 <= initial_backoff <= max_backoff")
+
+
+@dataclass(slots=True)
+class Raw:
+    """Stored bytes of a key at a revision; ``data is None`` means absent or deleted."""
+
+    revision: int
+    data: bytes | None
