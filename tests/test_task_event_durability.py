@@ -80,3 +80,26 @@ async def test_a_redelivered_finished_task_does_not_repeat_a_stored_terminal_eve
     completed = event_subject("completed", backend.token("once"), handle.id)
     info = await jsflow_client.js.stream_info(TASK_STREAM, subjects_filter=completed)
     assert (info.state.subjects or {}).get(completed) == 1
+
+
+async def test_a_follower_resumed_after_a_sequence_gets_exactly_the_events_after_it(
+    jsflow_client: jsflow.Client,
+) -> None:
+    app = App(jsflow_client, f"dur{uuid.uuid4().hex[:6]}")
+
+    @app.task
+    async def steps() -> int:
+        ctx = jsflow.current_task()
+        for p in (25, 50, 75):
+            await ctx.progress(p)
+        return 1
+
+    async with asyncio.timeout(30), app.worker():
+        handle = await steps.submit()
+        everything = [e async for e in handle.events()]
+        assert [e.kind for e in everything][-1] == "completed"
+        seqs = [e.seq for e in everything]
+        assert all(s > 0 for s in seqs) and seqs == sorted(set(seqs))
+        for cut in range(len(everything)):
+            rest = [e async for e in handle.events(after_seq=everything[cut].seq)]
+            assert rest == everything[cut + 1 :]

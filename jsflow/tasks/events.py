@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import time
 import weakref
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from jsflow._js import Msg, codes, js_errors, map_nats_errors
 from jsflow._proto import task_pb2
-from jsflow._validate import check_id, optional_duration, shorten
+from jsflow._validate import check_id, count, optional_duration, shorten
 from jsflow.errors import (
     CodecError,
     ConnectionClosedError,
@@ -63,6 +64,8 @@ class TaskEvent:
 
     ``kind`` is one of ``scheduled requested started progress retrying completed failed
     cancelled dead``; ``progress`` (0-100) and ``message`` are set by progress reports.
+    ``seq`` is the event's sequence in the tasks stream when it was read from it (0 for an
+    event not read from the stream): resume a follower after it with ``after_seq``.
     """
 
     task_id: str
@@ -74,6 +77,7 @@ class TaskEvent:
     error_type: str = ""
     error_message: str = ""
     time: float = 0.0
+    seq: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -409,6 +413,7 @@ class TaskEvents:
         *,
         name: str = "",
         app: str = DEFAULT_APP,
+        after_seq: int = 0,
     ) -> None:
         self.task_id = check_id("task id", task_id)
         self._idle_timeout = optional_duration("idle_timeout", idle_timeout)
@@ -418,7 +423,8 @@ class TaskEvents:
         # and messages of other apps' tasks with the same id are skipped.
         self._filter = task_filter(self.task_id, task_token(app, name) if name else "*")
         self._hub: _EventHub | None = None
-        self._last_seq = 0
+        # Resuming (an SSE client's Last-Event-ID): only events stored after this sequence.
+        self._last_seq = count("after_seq", after_seq, minimum=0, maximum=2**63 - 1)
         self._wake = asyncio.Event()
         self._done = False
 
@@ -436,6 +442,9 @@ class TaskEvents:
             hub = _hub_for(self._client)
             await hub.join(self)
             self._hub = hub
+            if self._last_seq and await self._resumed_after_end(hub):
+                self._release()
+                raise StopAsyncIteration
         deadline = None if self._idle_timeout is None else time.monotonic() + self._idle_timeout
         rechecks = len(_RECHECKS)  # none until a poke finds nothing
         while True:
@@ -508,7 +517,8 @@ class TaskEvents:
         if len(parts) != 4 or split_token(parts[2])[0] != self._app:
             return True, None  # another app's task with the same id
         try:
-            return True, _event_of(subject, raw.headers, raw.data, stamp)
+            event = _event_of(subject, raw.headers, raw.data, stamp)
+            return True, None if event is None else dataclasses.replace(event, seq=seq)
         except CodecError as exc:
             _log.warning(
                 "tasks.event_undecodable",
@@ -518,6 +528,24 @@ class TaskEvents:
                 error=str(exc),
             )
             return True, None
+
+    async def _resumed_after_end(self, hub: _EventHub) -> bool:
+        """Whether the message this follower resumes after is its task's terminal event (a
+        client that saw the end reconnected): then there is nothing more to wait for."""
+        with map_nats_errors(subject=self._filter):
+            try:
+                raw = await self._client.js.get_msg(
+                    TASK_STREAM, seq=self._last_seq, direct=hub.direct
+                )
+            except js_errors.NotFoundError as exc:
+                if exc.err_code == codes.STREAM_NOT_FOUND:
+                    raise
+                return False  # expired or never there: read on from it
+        subject = raw.subject or ""
+        parts = subject.split(".", 3)
+        if len(parts) != 4 or parts[3] != self.task_id or parts[1] not in TERMINAL_EVENTS:
+            return False
+        return split_token(parts[2])[0] == self._app
 
     def _release(self) -> None:
         self._done = True

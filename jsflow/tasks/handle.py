@@ -66,15 +66,22 @@ class TaskHandle(Generic[R]):
         """
         return await self._backend.cancel(self.id)
 
-    def events(self, idle_timeout: float | None = None) -> TaskEvents:
+    def events(self, idle_timeout: float | None = None, *, after_seq: int = 0) -> TaskEvents:
         """The task's events from its start, ending after the terminal one (async iterator).
 
         ``idle_timeout`` raises :class:`RequestTimeoutError` when no event comes that long.
         Any number of followers share the client's one live subscription and read the
-        task's messages by direct get: no server-side consumer per follower.
+        task's messages by direct get: no server-side consumer per follower. Each event
+        carries its stream sequence (``seq``); ``after_seq`` resumes after one (nothing lost,
+        nothing repeated).
         """
         return TaskEvents(
-            self._backend.client, self.id, idle_timeout, name=self.name, app=self._backend.app
+            self._backend.client,
+            self.id,
+            idle_timeout,
+            name=self.name,
+            app=self._backend.app,
+            after_seq=after_seq,
         )
 
     async def result(self, timeout: float | None = None) -> R:
