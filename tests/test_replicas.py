@@ -45,3 +45,13 @@ async def test_a_per_object_replicas_overrides_the_client_default(
 async def test_replicas_out_of_range_is_refused_before_any_io(bad: object) -> None:
     with pytest.raises(ConfigError, match="replicas"):
         await jsflow.connect("nats://127.0.0.1:1", replicas=bad)  # type: ignore[arg-type]
+
+
+async def test_a_bucket_with_more_replicas_than_servers_is_a_config_error(
+    jsflow_server: jsflow.EmbeddedServer,
+) -> None:
+    async with asyncio.timeout(20), await jsflow.connect(jsflow_server.url, replicas=3) as client:
+        with pytest.raises(ConfigError, match="replicas=3"):
+            await client.object_store(uniq("r3kv"), int)
+        with pytest.raises(ConfigError, match="replicas=3"):
+            await client.lock(uniq("r3lock"), bucket=uniq("r3locks")).acquire(timeout=1)

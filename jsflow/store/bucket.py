@@ -3,16 +3,14 @@ that name is one, and :class:`Bucket`, the names and connection every request on
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 from typing import Any
 
-from jsflow._js import api, codes, js_errors, map_nats_errors, nats_errors
+from jsflow._js import api, codes, js_errors, map_nats_errors, streams
 from jsflow.connection import Connection
-from jsflow.errors import BucketError
+from jsflow.errors import BucketError, ConfigError
 
-__all__ = ["Bucket", "await_stream_leader", "check_kv_stream", "create_or_bind"]
+__all__ = ["Bucket", "check_kv_stream", "create_or_bind"]
 
 
 class Bucket:
@@ -75,25 +73,6 @@ def check_kv_stream(bucket: str, info: api.StreamInfo) -> None:
         )
 
 
-async def await_stream_leader(client: Connection, bucket: str) -> None:
-    """Wait (bounded by the client's timeout) until a new replicated bucket has a leader.
-
-    A clustered stream answers its creation before its replicas elect a leader; a write in
-    between finds no stream (``NoStreamResponseError``), so wait here instead.
-    """
-    deadline = time.monotonic() + client.timeout
-    while True:
-        try:
-            info = await client.js.stream_info(f"KV_{bucket}")
-            if info.cluster is None or info.cluster.leader:
-                return
-        except nats_errors.TimeoutError:
-            pass
-        if time.monotonic() > deadline:
-            raise BucketError(f"bucket {bucket!r} has no stream leader after {client.timeout}s")
-        await asyncio.sleep(0.05)
-
-
 async def create_or_bind(
     client: Connection,
     bucket: str,
@@ -110,6 +89,7 @@ async def create_or_bind(
         try:
             info = await js.stream_info(f"KV_{bucket}")
             check_kv_stream(bucket, info)
+            await streams.bound_replicas(js, info, replicas)  # never fewer copies than asked
             return int(info.config.num_replicas or 1)
         except js_errors.NotFoundError:
             config = api.KeyValueConfig(
@@ -125,11 +105,20 @@ async def create_or_bind(
             )
             try:
                 await js.create_key_value(config)
-            except js_errors.BadRequestError as exc:
+            except js_errors.APIError as exc:
+                if exc.err_code in codes.REPLICAS_UNAVAILABLE:
+                    raise ConfigError(
+                        f"bucket {bucket!r}: replicas={replicas} is more than the servers can "
+                        f"hold ({exc.description}); use at most as many replicas as the "
+                        "cluster has servers"
+                    ) from None
                 if exc.err_code != codes.STREAM_NAME_IN_USE:
                     raise BucketError(f"cannot create bucket {bucket!r}: {exc}") from exc
                 # created concurrently (with another config): bind to it, if it is a bucket
-                check_kv_stream(bucket, await js.stream_info(f"KV_{bucket}"))
+                info = await js.stream_info(f"KV_{bucket}")
+                check_kv_stream(bucket, info)
+                await streams.bound_replicas(js, info, replicas)
+                return int(info.config.num_replicas or 1)
             if replicas > 1:
-                await await_stream_leader(client, bucket)
+                await streams.await_leader(js, f"KV_{bucket}", timeout=client.timeout)
             return replicas
