@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from jsflow._js import api, codes, js_errors, map_nats_errors, streams
+from jsflow._js import api, codes, internals, js_errors, map_nats_errors, streams
 from jsflow.connection import Connection
 from jsflow.errors import BucketError, ConfigError
 
@@ -47,15 +47,10 @@ class Bucket:
         """
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
-        name = consumer_name(sub)
+        name = internals.consumer_name(sub)
         if name and not self.connection.is_closed:
             with contextlib.suppress(Exception):
                 await self.connection.js.delete_consumer(self.stream, name)
-
-
-def consumer_name(sub: Any) -> str | None:
-    """The name of the server-side consumer behind a JetStream subscription, if known."""
-    return getattr(sub, "_consumer", None) or None
 
 
 def check_kv_stream(bucket: str, info: api.StreamInfo) -> None:

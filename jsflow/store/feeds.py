@@ -15,11 +15,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from jsflow._js import Msg, api, map_nats_errors
+from jsflow._js import Msg, api, internals, map_nats_errors
 from jsflow.connection import Connection
 from jsflow.errors import ConnectionClosedError, JsflowError
 from jsflow.observability import get_logger
-from jsflow.store.bucket import Bucket, consumer_name
+from jsflow.store.bucket import Bucket
 
 __all__ = ["FeedCloser", "OrderedFeed", "ReconnectRelay", "ordered_subscribe", "reconnect_relay"]
 
@@ -62,16 +62,8 @@ async def ordered_subscribe(
             deliver_policy=None if start_seq else policy,
         )
     if start_seq:
-        _seen_up_to(sub, start_seq - 1)
+        internals.mark_seen(sub, start_seq - 1)
     return sub
-
-
-def _seen_up_to(sub: Any, seq: int) -> None:
-    """Tell nats-py's ordered-consumer recovery of ``sub`` that stream sequence ``seq`` was
-    seen, unless it saw something already (its own state; nats-py has no API for it)."""
-    jsi = getattr(getattr(sub, "_sub", None), "_jsi", None)
-    if jsi is not None and getattr(jsi, "_sseq", None) == 0:
-        jsi._sseq = seq
 
 
 class ReconnectRelay:
@@ -230,7 +222,7 @@ class OrderedFeed:
         client.on_close(self._closer)
         if self._watchdog is None:
             self._arm_watchdog()
-        name = consumer_name(sub)  # always known for a push subscription of nats-py
+        name = internals.consumer_name(sub)  # always known for a push subscription of nats-py
         if self._policy is api.DeliverPolicy.NEW and name is not None:
             # A new consumer reports the stream's last sequence as delivered: everything
             # after it is this feed's to deliver, even across a reconnect before any change.
@@ -243,7 +235,7 @@ class OrderedFeed:
                 return
             self._last = max(self._last, floor)
             self._floor_known = True
-            _seen_up_to(sub, self._last)  # nats-py's own recovery resumes after it, too
+            internals.mark_seen(sub, self._last)  # nats-py's own recovery resumes after it, too
 
     def reconnected(self) -> None:
         """The client reconnected: resume on a new consumer after the last revision."""

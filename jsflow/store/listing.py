@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from jsflow._js import Msg, api, map_nats_errors
+from jsflow._js import Msg, api, internals, map_nats_errors
 from jsflow.errors import ServerError
 from jsflow.store.bucket import Bucket
 from jsflow.store.values import Op
@@ -43,8 +43,7 @@ async def subjects(bucket: Bucket, subject: str) -> tuple[set[str], int]:
     the overlap grows until the page starts at or before it, so nothing is skipped.
     """
     client = bucket.connection
-    api_prefix = getattr(client.js, "_prefix", None) or "$JS.API"
-    request_subject = f"{api_prefix}.STREAM.INFO.{bucket.stream}"
+    request_subject = f"{internals.api_prefix(client.js)}.STREAM.INFO.{bucket.stream}"
     found: set[str] = set()
     last_seq = 0
     offset = 0
