@@ -186,13 +186,17 @@ class ConflictError(JsflowError):
     """A compare-and-set lost to a concurrent writer and the retry budget ran out."""
 
     def __init__(
-        self, bucket: str, key: str, *, attempts: int = 1, revision: int | None = None
+        self,
+        bucket: str | None = None,
+        key: str | None = None,
+        *,
+        attempts: int = 1,
+        revision: int | None = None,
     ) -> None:
         rev = f" at revision {revision}" if revision is not None else ""
-        super().__init__(
-            f"update of key {key!r} in bucket {bucket!r} conflicted{rev}; "
-            f"gave up after {attempts} attempt(s)"
-        )
+        what = "update" if key is None else f"update of key {key!r}"
+        where = "" if bucket is None else f" in bucket {bucket!r}"
+        super().__init__(f"{what}{where} conflicted{rev}; gave up after {attempts} attempt(s)")
         self.bucket = bucket
         self.key = key
         self.attempts = attempts

@@ -39,12 +39,12 @@ def map_nats_errors(
     except JsflowError:
         raise
     except nats.js.errors.KeyWrongLastSequenceError as exc:
-        raise ConflictError(bucket or "?", key or "?") from exc
+        raise ConflictError(bucket, key) from exc
     except nats.js.errors.BucketNotFoundError as exc:
         raise BucketError(f"bucket not found{suffix}") from exc
     except nats.js.errors.APIError as exc:
         if exc.err_code in WRONG_LAST_SEQUENCE:
-            raise ConflictError(bucket or "?", key or "?") from exc
+            raise ConflictError(bucket, key) from exc
         if exc.err_code == MESSAGE_TOO_LARGE:
             raise PayloadTooLargeError(f"{exc.description}{suffix}") from exc
         raise ServerError(f"{exc.description or exc} (code {exc.err_code}){suffix}") from exc

@@ -35,7 +35,7 @@ from opentelemetry import trace
 from jsflow._proto.rate_limiter_pb2 import RateLimitState
 from jsflow._validate import check_name, count, number, optional_duration
 from jsflow.connection import check_replicas
-from jsflow.errors import ConfigError, ConflictError, JsflowError, RateLimitExceeded
+from jsflow.errors import ConfigError, ConflictError, RateLimitExceeded
 from jsflow.keys import validate_key
 from jsflow.observability import get_logger, tracer
 from jsflow.store import open_store
@@ -144,8 +144,9 @@ def _no_horizon() -> float:
     return 0.0
 
 
-class _Denied(JsflowError):
-    """Internal: raised inside the update function so that a denial writes nothing."""
+class _Denied(Exception):
+    """Internal signal, not an error: raised inside the update function so that a denial
+    writes nothing."""
 
     def __init__(self, plan: _Plan) -> None:
         super().__init__("denied")

@@ -105,7 +105,7 @@ def api_reply(
         return reply
     if type(error) is dict:
         if error.get("err_code") in WRONG_LAST_SEQUENCE:
-            raise ConflictError(bucket, key or "?", revision=revision)
+            raise ConflictError(bucket, key or None, revision=revision)
         with map_nats_errors(bucket=bucket, key=key, subject=subject):
             js_errors.APIError.from_error({"code": 0, **error})
     return None
