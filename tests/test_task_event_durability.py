@@ -38,7 +38,7 @@ async def test_a_finished_task_whose_completed_event_was_lost_gets_it_on_redeliv
     state = new_state(task_id, "work", work.codec.encode_args((), {}), "")
     revision = await backend.store.create(state)
     assert revision
-    subject, body, headers = backend.request_message(state, task_id, revision)
+    subject, body, headers = backend.requests.message(state, task_id, revision)
     done = await backend.store.get(task_id)
     assert done is not None
     set_status(done, TaskStatus.SUCCEEDED)
@@ -73,7 +73,7 @@ async def test_a_redelivered_finished_task_does_not_repeat_a_stored_terminal_eve
         state = await backend.store.get(handle.id)
         assert state is not None
         # The same request again (as after a lost ack): acked, no second run, no second event.
-        subject, body, headers = backend.request_message(state, f"{handle.id}-again", 0)
+        subject, body, headers = backend.requests.message(state, f"{handle.id}-again", 0)
         await jsflow_client.js.publish(subject, body, headers=headers)
         await asyncio.sleep(1.0)
     assert runs == 1

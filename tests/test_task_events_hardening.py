@@ -106,7 +106,7 @@ async def test_a_follower_joining_mid_run_gets_replay_then_live_without_gap_or_r
             # when a follower starts after half of the events were stored
             follower = handle.events(idle_timeout=10)
             first = [await anext(follower) for _ in range(5)]
-            assert events_module._hubs[own_client].direct is direct
+            assert events_module._hub_for(own_client).direct is direct
             go_on.set()
             later = [e async for e in follower]
         events = first + later
@@ -153,7 +153,7 @@ async def test_aclose_releases_a_follower_at_once(own_client: jsflow.Client) -> 
         handle = await idle.submit()
         follower = handle.events(idle_timeout=10)
         assert (await anext(follower)).kind == "requested"
-        hub = events_module._hubs[own_client]
+        hub = events_module._hub_for(own_client)
         assert handle.id in hub._followers
         # when it is closed, then its registration is gone and it ends
         await follower.aclose()

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 import jsflow
 from jsflow.tasks.app import App, TaskOptions
+from jsflow.tasks.calls import CallCodec
 from jsflow.tasks.lifecycle import Declined, new_state, set_status, status_of
-from jsflow.tasks.payload import CallCodec
 from jsflow.tasks.router import Rule
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.worker import _Slots

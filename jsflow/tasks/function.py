@@ -25,9 +25,9 @@ from jsflow.backoff import Backoff
 from jsflow.errors import ConfigError
 from jsflow.observability import tracer
 from jsflow.tasks.backend import TaskBackend
+from jsflow.tasks.calls import CallCodec
 from jsflow.tasks.handle import TaskHandle
 from jsflow.tasks.lifecycle import new_state
-from jsflow.tasks.payload import CallCodec
 from jsflow.tasks.schedules import Schedule, schedule_cron, submit_at
 from jsflow.tasks.streams import validate_name
 
@@ -180,21 +180,21 @@ class TaskFunction(Generic[P, R]):
         with tracer().start_as_current_span("jsflow.tasks.submit") as span:
             span.set_attribute("jsflow.task", self.name)
             span.set_attribute("jsflow.task_id", task_id)
-            data, ref = await backend.externalize(f"{task_id}.args", payload)
+            data, ref = await backend.payloads.put(f"{task_id}.args", payload)
             state = new_state(task_id, self.name, data, ref)
             if deps:
-                deps = await backend.check_dependencies(task_id, deps)
-                await backend.submit_dependent(state, deps)
+                deps = await backend.dag.check(task_id, deps)
+                await backend.dag.register(state, deps)
             else:
-                await backend.request([state])
+                await backend.requests.submit([state])
         return TaskHandle(backend, task_id, self.name, self.codec)
 
     async def submit_at(self, when: dt.datetime, *args: Any, **kwargs: Any) -> TaskHandle[R]:
         """Queue a call that the server releases at ``when`` (timezone-aware datetime, at
         most a century from now)."""
         _check_when(when)
-        backend = await self.app.backend()
-        task_id = await submit_at(backend, self.name, when, self.codec.encode_args(args, kwargs))
+        payload = self.codec.encode_args(args, kwargs)
+        backend, task_id = await submit_at(self.app.backend, self.name, when, payload)
         return TaskHandle(backend, task_id, self.name, self.codec)
 
     async def submit_in(self, delay: float, *args: Any, **kwargs: Any) -> TaskHandle[R]:
@@ -210,7 +210,7 @@ class TaskFunction(Generic[P, R]):
         whose id is derived from the schedule and the tick.
         """
         payload = self.codec.encode_args(args, kwargs)
-        return await schedule_cron(await self.app.backend(), self.name, schedule_id, cron, payload)
+        return await schedule_cron(self.app.backend, self.name, schedule_id, cron, payload)
 
 
 def _check_when(when: object) -> None:

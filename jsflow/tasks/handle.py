@@ -9,16 +9,16 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from jsflow._proto import task_pb2
 from jsflow._validate import check_id, optional_duration
 from jsflow.errors import RequestTimeoutError, TaskCancelledError, TaskFailedError
+from jsflow.tasks.calls import JSON_ANY
 from jsflow.tasks.errors import TaskNotFoundError
 from jsflow.tasks.events import TaskEvents
 from jsflow.tasks.lifecycle import status_of
-from jsflow.tasks.payload import JSON_ANY
 from jsflow.tasks.state import TaskInfo
 from jsflow.tasks.status import TaskStatus
 
 if TYPE_CHECKING:
     from jsflow.tasks.backend import TaskBackend
-    from jsflow.tasks.payload import CallCodec
+    from jsflow.tasks.calls import CallCodec
 
 __all__ = ["TaskHandle"]
 
@@ -117,7 +117,7 @@ class TaskHandle(Generic[R]):
     async def _outcome(self, state: task_pb2.TaskState) -> R:
         status = status_of(state)
         if status is TaskStatus.SUCCEEDED:
-            data = await self._backend.resolve(bytes(state.result), state.result_ref)
+            data = await self._backend.payloads.fetch(bytes(state.result), state.result_ref)
             if self._codec is None:
                 value: Any = JSON_ANY.decode(data) if data else None
                 return value  # type: ignore[no-any-return]

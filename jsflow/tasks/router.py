@@ -39,8 +39,8 @@ from jsflow.flow.streams import ensure_stream, subject_matches
 from jsflow.observability import get_logger, tracer
 from jsflow.tasks.app import App
 from jsflow.tasks.backend import TaskBackend
+from jsflow.tasks.calls import raw_args
 from jsflow.tasks.lifecycle import new_state
-from jsflow.tasks.payload import raw_args
 from jsflow.tasks.streams import DEFAULT_APP, app_scope, validate_name
 
 if TYPE_CHECKING:
@@ -258,13 +258,13 @@ class EventRouter:
                     ) from exc
             for name in rule.tasks:
                 task_id = self.task_id(identity, rule, name)
-                data, ref = await backend.externalize(f"{task_id}.args", raw_args(arg))
+                data, ref = await backend.payloads.put(f"{task_id}.args", raw_args(arg))
                 states.append(new_state(task_id, name, data, ref))
         if states:
             with tracer().start_as_current_span("jsflow.tasks.route") as span:
                 span.set_attribute("jsflow.subject", msg.subject)
                 span.set_attribute("jsflow.tasks", len(states))
-                await backend.request(states)
+                await backend.requests.submit(states)
         return [s.id for s in states]
 
     async def _ensure_backend(self) -> TaskBackend:

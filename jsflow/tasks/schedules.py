@@ -23,6 +23,7 @@ import datetime as dt
 import math
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 
 from jsflow._js import js_errors, map_nats_errors
 from jsflow._validate import MAX_DURATION, MAX_KEY_LEN, check_name, duration, one_of, shorten
@@ -275,26 +276,28 @@ async def _publish_schedule(
 
 
 async def submit_at(
-    backend: TaskBackend,
+    open_backend: Callable[[], Awaitable[TaskBackend]],
     task_name: str,
     when: dt.datetime,
     payload: bytes,
     *,
     task_id: str | None = None,
-) -> str:
+) -> tuple[TaskBackend, str]:
     """Create the state of a call of task ``task_name`` (encoded arguments ``payload``) now
-    (``PENDING``) and have the server request it at ``when``; returns the task id.
+    (``PENDING``) and have the server request it at ``when``; returns the backend (from
+    ``open_backend()``, called once everything is checked) and the task id.
 
     The schedule message is the task's ``scheduled`` event; the request the server
     publishes (``task.requested.<token>.<id>``, carrying the state) its ``requested`` event.
     """
     at = _rfc3339(when)
     task_id = validate_name(task_id, "task id") if task_id is not None else uuid.uuid4().hex
-    data, ref = await backend.externalize(f"{task_id}.args", payload)
+    backend = await open_backend()
+    data, ref = await backend.payloads.put(f"{task_id}.args", payload)
     state = new_state(task_id, task_name, data, ref)
     revision = await backend.store.create(state)
     if revision:
-        target, body, headers = backend.request_message(state, f"{task_id}-at", revision)
+        target, body, headers = backend.requests.message(state, f"{task_id}-at", revision)
         await _publish_schedule(
             backend,
             task_name,
@@ -304,16 +307,21 @@ async def submit_at(
             headers=headers,
             target=target,
         )
-    return task_id
+    return backend, task_id
 
 
 async def schedule_cron(
-    backend: TaskBackend, task_name: str, schedule_id: str, spec: str, payload: bytes
+    open_backend: Callable[[], Awaitable[TaskBackend]],
+    task_name: str,
+    schedule_id: str,
+    spec: str,
+    payload: bytes,
 ) -> Schedule:
     """Create or replace the recurring schedule ``schedule_id`` of task ``task_name``, each
     tick a call with the encoded arguments ``payload``.
 
-    ``schedule_id`` and ``spec`` (see :func:`check_spec`) are checked before any I/O. A
+    ``schedule_id`` and ``spec`` (see :func:`check_spec`) are checked before any I/O
+    (``open_backend()`` is called after them). A
     replacement is one publish on the schedule's subject, which the server keeps one
     schedule per: the old definition runs until the new one is stored, and stays when the
     new one is refused.
@@ -321,6 +329,7 @@ async def schedule_cron(
     # One subject token (task.schedule.<token>.<id>), also the prefix of the ids of its runs.
     check_name("schedule id", schedule_id)
     spec = check_spec(spec)
+    backend = await open_backend()
     if len(payload) > backend.artifacts.inline_limit(backend.artifact_threshold):
         raise ConfigError("arguments of a recurring schedule must be small (no artifacts)")
     schedule = Schedule(backend, task_name, schedule_id, spec)

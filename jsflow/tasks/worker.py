@@ -534,8 +534,8 @@ class Worker:
         status = status_of(state)
         if status.terminal:  # a redelivery after the outcome was recorded: finish the job
             await self._announce_terminal(state)
-            await backend.resolve_dependents(state)
-            await backend.settle_artifacts(state)
+            await backend.dag.on_finished(state)
+            await backend.payloads.settle(state)
             await SettlePolicy.ack(msg)
             return None
         if state.cancel_requested or status not in lifecycle.RUNNABLE:
@@ -578,7 +578,7 @@ class Worker:
         backend = self._backend
         attempt = state.attempt
         try:
-            data = await backend.resolve(bytes(state.args), state.args_ref)
+            data = await backend.payloads.fetch(bytes(state.args), state.args_ref)
             if state.args_ref:
                 entry.args = data
             args, kwargs = fn.codec.decode_args(data)
@@ -615,8 +615,8 @@ class Worker:
                 await heartbeat
         try:
             payload = fn.codec.encode_result(result)
-            data, ref = await backend.externalize(
-                f"{state.id}.result", payload, ttl=backend.artifact_ttl
+            data, ref = await backend.payloads.put(
+                f"{state.id}.result", payload, ttl=backend.payloads.artifact_ttl
             )
         except JsflowError as exc:
             await self._finish(
@@ -801,8 +801,8 @@ class Worker:
         announce = await start_event(
             backend.client, self._event(new, _terminal_kind(status)), app=backend.app
         )
-        await backend.resolve_dependents(new)
-        await backend.settle_artifacts(new, entry.args if entry is not None else None)
+        await backend.dag.on_finished(new)
+        await backend.payloads.settle(new, entry.args if entry is not None else None)
         await self._flush(task_id, announce)
         if status is TaskStatus.DEAD:
             await SettlePolicy.term(msg)
