@@ -239,13 +239,20 @@ class TaskError(JsflowError):
 
 
 class TaskFailedError(TaskError):
-    """A task failed; carries the remote error's type and message."""
+    """A task failed; carries the remote error's type, message and (bounded) traceback,
+    which ``str()`` shows after the message."""
 
-    def __init__(self, task_id: str, error_type: str, error_message: str) -> None:
-        super().__init__(f"task {task_id} failed: {error_type}: {error_message}")
+    def __init__(
+        self, task_id: str, error_type: str, error_message: str, traceback: str = ""
+    ) -> None:
+        text = f"task {task_id} failed: {error_type}: {error_message}"
+        if traceback:
+            text += f"\n\nremote traceback:\n{traceback.rstrip()}"
+        super().__init__(text)
         self.task_id = task_id
         self.error_type = error_type
         self.error_message = error_message
+        self.traceback = traceback
 
 
 class TaskCancelledError(TaskError):

@@ -1,21 +1,46 @@
-"""Tracing (OpenTelemetry API) and structured logging (structlog) used across jsflow.
+"""Tracing and metrics (OpenTelemetry API) and structured logging (structlog) across jsflow.
 
-jsflow only depends on ``opentelemetry-api``: spans are no-ops until the application installs
-an SDK tracer provider. Log events are structlog events routed through the standard
-``logging`` module under the ``jsflow`` logger names, so the application decides levels and
-handlers (nothing below WARNING shows until it does).
+jsflow only depends on ``opentelemetry-api``: spans and instruments are no-ops until the
+application installs an SDK tracer or meter provider (before or after jsflow is imported:
+both follow the provider set later). Trace context travels in message headers as W3C
+``traceparent`` (:func:`inject_context`, :func:`extracted_context`). Log events are structlog
+events routed through the standard ``logging`` module under the ``jsflow`` logger names, so
+the application decides levels and handlers (nothing below WARNING shows until it does).
+
+The instruments, one catalog for every layer (:func:`instruments`), all prefixed ``jsflow.``:
+
+* tasks: ``tasks.submitted``, ``tasks.started``, ``tasks.succeeded``, ``tasks.failed``,
+  ``tasks.retried``, ``tasks.dead``, ``tasks.cancelled`` (counters by ``task``),
+  ``tasks.queue_wait`` and ``tasks.run_duration`` (histograms, seconds);
+* flows: ``flow.received``, ``flow.acked``, ``flow.retried``, ``flow.dead_lettered``,
+  ``flow.filtered`` (counters by ``flow`` and ``stage``), ``flow.stage_latency`` (seconds);
+* coordination: ``lock.acquisitions``, ``lock.lost`` (by ``bucket``), ``lock.wait_time``
+  (seconds), ``limiter.decisions`` (by ``limiter`` and ``allowed``);
+* store: ``store.updates``, ``store.conflicts``, ``store.retries`` (by ``bucket``),
+  ``store.batch_size`` (updates combined into one write).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, propagate, trace
 
-__all__ = ["get_logger", "tracer"]
+__all__ = [
+    "Instruments",
+    "extracted_context",
+    "get_logger",
+    "inject_context",
+    "instruments",
+    "meter",
+    "tracer",
+]
 
 _INSTRUMENTATION = "jsflow"
 _PROCESSORS: list[Any] = [
@@ -39,3 +64,93 @@ def get_logger(name: str, **initial: Any) -> Any:
 def tracer() -> trace.Tracer:
     """The jsflow tracer (a proxy that follows the tracer provider the application sets)."""
     return trace.get_tracer(_INSTRUMENTATION)
+
+
+@functools.cache
+def meter() -> metrics.Meter:
+    """The jsflow meter (a proxy that follows the meter provider the application sets)."""
+    return metrics.get_meter(_INSTRUMENTATION)
+
+
+def inject_context(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """Write the current trace context (``traceparent``, ``tracestate``) into ``headers``;
+    nothing when no span is recording (no SDK installed). Returns ``headers``."""
+    propagate.inject(headers)
+    return headers
+
+
+def extracted_context(headers: Mapping[str, str] | None) -> otel_context.Context:
+    """The trace context carried in message ``headers`` (an empty one when none is)."""
+    return propagate.extract(dict(headers or {}))
+
+
+_SECONDS = "s"
+
+
+@dataclass(frozen=True, slots=True)
+class Instruments:
+    """Every OpenTelemetry instrument jsflow records (see the module docstring)."""
+
+    tasks_submitted: metrics.Counter
+    tasks_started: metrics.Counter
+    tasks_succeeded: metrics.Counter
+    tasks_failed: metrics.Counter
+    tasks_retried: metrics.Counter
+    tasks_dead: metrics.Counter
+    tasks_cancelled: metrics.Counter
+    tasks_queue_wait: metrics.Histogram
+    tasks_run_duration: metrics.Histogram
+    flow_received: metrics.Counter
+    flow_acked: metrics.Counter
+    flow_retried: metrics.Counter
+    flow_dead_lettered: metrics.Counter
+    flow_filtered: metrics.Counter
+    flow_stage_latency: metrics.Histogram
+    lock_acquisitions: metrics.Counter
+    lock_lost: metrics.Counter
+    lock_wait_time: metrics.Histogram
+    limiter_decisions: metrics.Counter
+    store_updates: metrics.Counter
+    store_conflicts: metrics.Counter
+    store_retries: metrics.Counter
+    store_batch_size: metrics.Histogram
+
+
+@functools.cache
+def instruments() -> Instruments:
+    """The instruments, created once on the jsflow meter."""
+    m = meter()
+
+    def counter(name: str, what: str) -> metrics.Counter:
+        return m.create_counter(f"jsflow.{name}", unit="1", description=what)
+
+    def seconds(name: str, what: str) -> metrics.Histogram:
+        return m.create_histogram(f"jsflow.{name}", unit=_SECONDS, description=what)
+
+    return Instruments(
+        tasks_submitted=counter("tasks.submitted", "task requests published"),
+        tasks_started=counter("tasks.started", "task attempts started"),
+        tasks_succeeded=counter("tasks.succeeded", "tasks that succeeded"),
+        tasks_failed=counter("tasks.failed", "tasks that failed after their retries"),
+        tasks_retried=counter("tasks.retried", "failed attempts that will be retried"),
+        tasks_dead=counter("tasks.dead", "tasks that could not be executed"),
+        tasks_cancelled=counter("tasks.cancelled", "tasks cancelled"),
+        tasks_queue_wait=seconds("tasks.queue_wait", "from request to the attempt's start"),
+        tasks_run_duration=seconds("tasks.run_duration", "of one attempt's function"),
+        flow_received=counter("flow.received", "messages a flow received"),
+        flow_acked=counter("flow.acked", "messages a flow finished and acked"),
+        flow_retried=counter("flow.retried", "messages handed back for redelivery"),
+        flow_dead_lettered=counter("flow.dead_lettered", "messages dead-lettered"),
+        flow_filtered=counter("flow.filtered", "messages a stage dropped"),
+        flow_stage_latency=seconds("flow.stage_latency", "of one stage on one message"),
+        lock_acquisitions=counter("lock.acquisitions", "leases acquired"),
+        lock_lost=counter("lock.lost", "leases lost while held"),
+        lock_wait_time=seconds("lock.wait_time", "waiting to acquire a lease"),
+        limiter_decisions=counter("limiter.decisions", "rate limiter decisions"),
+        store_updates=counter("store.updates", "updates applied"),
+        store_conflicts=counter("store.conflicts", "compare-and-set conflicts"),
+        store_retries=counter("store.retries", "update retries after a conflict"),
+        store_batch_size=m.create_histogram(
+            "jsflow.store.batch_size", unit="1", description="updates combined into one write"
+        ),
+    )

@@ -42,7 +42,7 @@ class TaskArgs(_message.Message):
     def __init__(self, args: _Optional[_Iterable[bytes]] = ..., kwargs: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class TaskState(_message.Message):
-    __slots__ = ("id", "name", "status", "attempt", "args", "args_ref", "result", "result_ref", "error_type", "error_message", "worker", "created_at", "started_at", "finished_at", "cancel_requested", "depends_on", "dependents", "released", "replays")
+    __slots__ = ("id", "name", "status", "attempt", "args", "args_ref", "result", "result_ref", "error_type", "error_message", "worker", "created_at", "started_at", "finished_at", "cancel_requested", "depends_on", "dependents", "released", "replays", "traceback")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class TaskState(_message.Message):
     DEPENDENTS_FIELD_NUMBER: _ClassVar[int]
     RELEASED_FIELD_NUMBER: _ClassVar[int]
     REPLAYS_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     status: TaskStatusCode
@@ -81,7 +82,8 @@ class TaskState(_message.Message):
     dependents: _containers.RepeatedScalarFieldContainer[str]
     released: bool
     replays: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[TaskStatusCode, str]] = ..., attempt: _Optional[int] = ..., args: _Optional[bytes] = ..., args_ref: _Optional[str] = ..., result: _Optional[bytes] = ..., result_ref: _Optional[str] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., worker: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., cancel_requested: _Optional[bool] = ..., depends_on: _Optional[_Iterable[str]] = ..., dependents: _Optional[_Iterable[str]] = ..., released: _Optional[bool] = ..., replays: _Optional[int] = ...) -> None: ...
+    traceback: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[TaskStatusCode, str]] = ..., attempt: _Optional[int] = ..., args: _Optional[bytes] = ..., args_ref: _Optional[str] = ..., result: _Optional[bytes] = ..., result_ref: _Optional[str] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., worker: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., cancel_requested: _Optional[bool] = ..., depends_on: _Optional[_Iterable[str]] = ..., dependents: _Optional[_Iterable[str]] = ..., released: _Optional[bool] = ..., replays: _Optional[int] = ..., traceback: _Optional[str] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
     __slots__ = ("task_id", "name", "kind", "attempt", "progress", "message", "error_type", "error_message", "time")

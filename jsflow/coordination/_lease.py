@@ -47,7 +47,7 @@ from jsflow.errors import (
     NotHeldError,
 )
 from jsflow.keys import validate_key
-from jsflow.observability import get_logger, tracer
+from jsflow.observability import get_logger, instruments, tracer
 from jsflow.store import MIN_TTL, KeyListener, ObjectStore, open_store
 
 if TYPE_CHECKING:
@@ -239,6 +239,8 @@ class HeldLease:
             self._task = asyncio.get_running_loop().create_task(self._renew_once())
 
     def _mark_lost(self, why: str) -> LockLostError:
+        if not self.lost.is_set():
+            instruments().lock_lost.add(1, {"bucket": self.store.bucket})
         self.lost.set()
         _log.warning("lease.lost", bucket=self.store.bucket, key=self.key, why=why)
         return LockLostError(
@@ -535,6 +537,10 @@ class LeasedPrimitive:
         if held is None:
             self._local.release()
             return False
+        meters = instruments()
+        labels = {"bucket": self.bucket}
+        meters.lock_wait_time.record(loop.time() - started, labels)
+        meters.lock_acquisitions.add(1, labels)
         self.lost.clear()
         held.lost = self.lost
         self._held = held

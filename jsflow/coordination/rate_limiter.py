@@ -37,7 +37,7 @@ from jsflow._validate import check_name, count, number, optional_duration
 from jsflow.connection import check_replicas
 from jsflow.errors import ConfigError, ConflictError, RateLimitExceeded
 from jsflow.keys import validate_key
-from jsflow.observability import get_logger, tracer
+from jsflow.observability import get_logger, instruments, tracer
 from jsflow.store import open_store
 
 if TYPE_CHECKING:
@@ -193,6 +193,8 @@ class RateLimiter:
         self.name = _token(name)
         # Of the bucket when created (default: the client's); an existing one keeps its own.
         self.replicas = None if replicas is None else check_replicas(replicas)
+        self._allowed_labels = {"limiter": name, "allowed": "true"}
+        self._denied_labels = {"limiter": name, "allowed": "false"}
         self.rate = _positive("rate", rate)
         self.per = _positive("per", per)
         if burst is None:
@@ -395,6 +397,7 @@ class RateLimiter:
             raise
         finally:
             span.end()
+        self._count(plan.committed)
         if plan.committed:
             return Decision(True, plan.remaining, 0.0)
         return Decision(False, plan.remaining, plan.wait)
@@ -429,11 +432,16 @@ class RateLimiter:
                 await asyncio.sleep(plan.wait - _MAX_RESERVE)
             span.set_attribute("jsflow.allowed", plan.committed)
             span.set_attribute("jsflow.wait", plan.wait)
+        self._count(plan.committed)
         if not plan.committed:
             raise RateLimitExceeded(self.name, key, plan.wait)
         if plan.wait > 0:
             await asyncio.sleep(plan.wait)
         return Decision(True, plan.remaining, 0.0)
+
+    def _count(self, allowed: bool) -> None:
+        labels = self._allowed_labels if allowed else self._denied_labels
+        instruments().limiter_decisions.add(1, labels)
 
     async def reset(self, key: str) -> None:
         """Forget ``key``'s history: it admits a full burst again.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from jsflow.flow.handler import NamedStage, StageFn, outputs_of, stage_name
 from jsflow.flow.message import Message
 from jsflow.flow.operators import Batch, BatchLead
+from jsflow.observability import instruments
 
 __all__ = ["CompiledStage", "Run", "StageFailure", "compile_stages", "run_stages"]
 
@@ -73,12 +75,14 @@ def compile_stages(stages: list[StageFn | Batch]) -> list[CompiledStage]:
 
 
 async def run_stages(
-    stages: list[CompiledStage], msg: Message[Any], run: Run
+    stages: list[CompiledStage], msg: Message[Any], run: Run, flow: str = ""
 ) -> list[Message[Any]]:
     """Run ``msg`` through ``stages``; return the final outputs in a deterministic order.
 
-    Raises :class:`StageFailure` naming the stage that failed.
+    Raises :class:`StageFailure` naming the stage that failed. Records each stage's latency
+    and the messages it dropped (``jsflow.flow.stage_latency``, ``jsflow.flow.filtered``).
     """
+    meters = instruments()
     current = [msg]
     for stage in stages:
         if not current:
@@ -90,7 +94,9 @@ async def run_stages(
             current = await _join_batch(stage.batch, current, run)
             continue
         nxt: list[Message[Any]] = []
+        labels = {"flow": flow, "stage": stage.name}
         for item in current:
+            began = time.perf_counter()
             try:
                 result = await fn(item)
             except asyncio.CancelledError:
@@ -99,8 +105,12 @@ async def run_stages(
                 raise
             except Exception as exc:
                 raise StageFailure(stage.name, exc) from exc
+            finally:
+                meters.flow_stage_latency.record(time.perf_counter() - began, labels)
             if result is not None:
                 nxt.extend(outputs_of(item, result))
+            else:
+                meters.flow_filtered.add(1, labels)
         current = nxt
     return current
 

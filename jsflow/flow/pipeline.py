@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace
+
 from jsflow._js import Msg
 from jsflow._validate import count
 from jsflow.errors import ConfigError, JsflowError, RequestTimeoutError
@@ -24,7 +26,13 @@ from jsflow.flow.operators import Batch
 from jsflow.flow.sink import Sink
 from jsflow.flow.source import StreamSource
 from jsflow.flow.state import MessageState, MessageStatus, StateRecorder
-from jsflow.observability import get_logger
+from jsflow.observability import (
+    extracted_context,
+    get_logger,
+    inject_context,
+    instruments,
+    tracer,
+)
 
 if TYPE_CHECKING:
     from jsflow.client import Client
@@ -33,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["FlowHandler"]
 
 _log = get_logger(__name__)
+_TRACEPARENT = "traceparent"
 _FLUSH_TIMEOUT = 2  # seconds a graceful stop waits for the acks it sent to reach the server
 
 
@@ -135,6 +144,7 @@ class FlowHandler:
         self.dead_letter_stream = dead_letter_stream
         self.key = key
         self.metrics = metrics if metrics is not None else FlowMetrics()
+        self._labels = {"flow": self.name}  # of this flow's OpenTelemetry instruments
         self._stages: list[StageFn | Batch] = []
         for stage in stages:
             if isinstance(stage, Batch):
@@ -443,9 +453,29 @@ class FlowHandler:
         ``max_deliver`` attempts in all, so later messages of the key wait for it instead of
         overtaking a nak'ed redelivery. ``key_error``: ``key()`` failed on this message.
         """
+        # One span per message, continuing the producer's trace (W3C traceparent in its
+        # headers); outputs published inside it carry this span's context on.
+        with tracer().start_as_current_span(
+            "jsflow.flow.message",
+            context=extracted_context(raw.headers),
+            kind=trace.SpanKind.CONSUMER,
+        ) as span:
+            span.set_attribute("jsflow.flow", self.name)
+            span.set_attribute("messaging.destination.name", raw.subject)
+            return await self._handle_traced(source, raw, in_place=in_place, key_error=key_error)
+
+    async def _handle_traced(
+        self,
+        source: StreamSource[Any],
+        raw: Msg,
+        *,
+        in_place: bool,
+        key_error: Exception | None,
+    ) -> float | None:
         started = time.monotonic()
         meta = raw.metadata
         delivery = meta.num_delivered
+        instruments().flow_received.add(1, self._labels)
         if delivery > 1:
             self.metrics.redelivered += 1
         try:
@@ -471,7 +501,7 @@ class FlowHandler:
             try:
                 if self._state is not None:
                     await self._record(msg, MessageStatus.RUNNING, "")
-                outputs = await run_stages(self._compiled, msg, run)
+                outputs = await run_stages(self._compiled, msg, run, self.name)
                 if self.sink is not None and outputs:
                     run.stage = f"sink:{self.sink!r}"
                     await self._publish(source, msg, outputs)
@@ -502,6 +532,7 @@ class FlowHandler:
         else:
             await self._policy.ack(raw)
         self._settled(raw)
+        instruments().flow_acked.add(1, self._labels)
         metrics = self.metrics
         metrics.processed += 1
         metrics.latency.observe(time.monotonic() - started)
@@ -545,6 +576,7 @@ class FlowHandler:
     ) -> None:
         assert self.sink is not None
         sink = self.sink
+        outputs = [_continue_trace(out, msg) for out in outputs]
         prefix = _output_id_prefix(msg.stream, msg.sequence, source.durable)
         if len(outputs) == 1:
             await sink.publish(outputs[0], f"{prefix}:0")
@@ -597,10 +629,12 @@ class FlowHandler:
         """Bookkeeping once the policy settled a failure; the nak delay if handed back."""
         self._settled(raw)
         if settlement.handed_back:
+            instruments().flow_retried.add(1, self._labels)
             if msg is not None:
                 await self._record(msg, MessageStatus.FAILED, stage, repr(error))
             return settlement.delay
         self.metrics.dead_lettered += 1
+        instruments().flow_dead_lettered.add(1, self._labels)
         if self._state is not None:
             if msg is not None:
                 ident, correlation = msg.id, msg.correlation_id
@@ -629,3 +663,12 @@ class FlowHandler:
                 error=error,
                 correlation_id=msg.correlation_id,
             )
+
+
+def _continue_trace(out: Message[Any], source: Message[Any]) -> Message[Any]:
+    """``out`` carrying the current span's trace context (this message's span), unless a
+    stage gave it a context of its own (the ``Tracing`` middleware's stage spans)."""
+    if out.headers.get(_TRACEPARENT) != source.headers.get(_TRACEPARENT):
+        return out
+    carrier = dict(inject_context({}))
+    return out.with_headers(**carrier) if carrier else out

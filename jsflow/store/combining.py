@@ -26,7 +26,7 @@ from tenacity import (
 )
 
 from jsflow.errors import CodecError, ConfigError, ConflictError
-from jsflow.observability import get_logger, tracer
+from jsflow.observability import get_logger, instruments, tracer
 from jsflow.store.cache import RevisionCache
 from jsflow.store.entries import EntryCodec
 from jsflow.store.values import Entry, Raw, RetryPolicy
@@ -81,6 +81,7 @@ class Combiner(Generic[T]):
         retry: Callable[[], RetryPolicy],
     ) -> None:
         self._bucket = bucket
+        self._labels = {"bucket": bucket}  # of the store's OpenTelemetry instruments
         self._entries = entries
         self._cache = cache
         self._retry = retry
@@ -224,6 +225,19 @@ class Combiner(Generic[T]):
             else:
                 op.future.set_result(Entry(key, outcome, revision))
 
+    def _count(self, batch: list[_Pending[T]], *, attempts: int, failed: bool) -> None:
+        """Record one combined write: its size, and the conflicts and retries it took."""
+        meters = instruments()
+        labels = self._labels
+        meters.store_batch_size.record(len(batch), labels)
+        conflicts = attempts - (0 if failed else 1)
+        if conflicts:
+            meters.store_conflicts.add(conflicts, labels)
+        if attempts > 1:
+            meters.store_retries.add(attempts - 1, labels)
+        if not failed:
+            meters.store_updates.add(len(batch), labels)
+
     async def _apply_batch(self, key: str, batch: list[_Pending[T]], ttl: float | None) -> None:
         policy = self._retry()
         bucket = self._bucket
@@ -238,6 +252,7 @@ class Combiner(Generic[T]):
                 await self._attempt(key, batch, ttl, base, from_cache=cached is not None)
                 span.set_attribute("jsflow.attempts", 1)
                 span.set_attribute("jsflow.conflicts", 0)
+                self._count(batch, attempts=1, failed=False)
                 return
             except _Conflict as exc:
                 first = exc
@@ -247,9 +262,10 @@ class Combiner(Generic[T]):
                 if not first.from_cache:  # real contention: back off before re-reading
                     await asyncio.sleep(random.uniform(0, policy.initial_backoff))
 
+                backoff = policy.backoff
+
                 def wait(state: RetryCallState) -> float:
-                    cap = policy.initial_backoff * (2**state.attempt_number)
-                    return random.uniform(0, min(policy.max_backoff, cap))
+                    return backoff.delay(state.attempt_number)
 
                 retrying = AsyncRetrying(
                     stop=stop_after_attempt(policy.attempts - 1)
@@ -269,6 +285,7 @@ class Combiner(Generic[T]):
                     conflict = last
             span.set_attribute("jsflow.attempts", attempts)
             span.set_attribute("jsflow.conflicts", attempts - (0 if conflict else 1))
+            self._count(batch, attempts=attempts, failed=conflict is not None)
             if conflict is not None:
                 _log.debug(
                     "store.update.gave_up",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from jsflow._validate import count, duration
+from jsflow.backoff import Backoff
 from jsflow.errors import ConfigError
 
 __all__ = ["MIN_TTL", "Change", "Entry", "Op", "Raw", "RetryPolicy"]
@@ -54,8 +55,9 @@ class RetryPolicy:
     """Bounds on :meth:`ObjectStore.update` retries after revision conflicts.
 
     Backoff is exponential with full jitter: attempt ``n`` sleeps a random time in
-    ``[0, min(max_backoff, initial_backoff * 2**n)]``. Retrying stops at ``attempts`` or
-    when ``deadline`` seconds have passed, whichever comes first.
+    ``[0, min(max_backoff, initial_backoff * 2**n)]`` (:attr:`backoff`, the
+    :class:`jsflow.backoff.Backoff` every retry in jsflow uses). Retrying stops at
+    ``attempts`` or when ``deadline`` seconds have passed, whichever comes first.
     """
 
     attempts: int = 20
@@ -69,6 +71,15 @@ class RetryPolicy:
         initial = duration("RetryPolicy.initial_backoff", self.initial_backoff, positive=False)
         if duration("RetryPolicy.max_backoff", self.max_backoff, positive=False) < initial:
             raise ConfigError("RetryPolicy needs 0 <= initial_backoff <= max_backoff")
+
+    @property
+    def backoff(self) -> Backoff:
+        """The waits between retries: retry ``n`` waits up to ``initial_backoff * 2**n``."""
+        return Backoff(
+            initial=min(self.initial_backoff * 2, self.max_backoff),
+            maximum=self.max_backoff,
+            jitter=1.0,
+        )
 
 
 @dataclass(slots=True)

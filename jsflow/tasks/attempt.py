@@ -14,6 +14,8 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+from opentelemetry import trace
+
 from jsflow._js import Msg
 from jsflow._proto import task_pb2
 from jsflow._validate import check_id, shorten
@@ -25,7 +27,7 @@ from jsflow.errors import (
     JsflowError,
 )
 from jsflow.flow.consume import SettlePolicy
-from jsflow.observability import get_logger, tracer
+from jsflow.observability import extracted_context, get_logger, instruments, tracer
 from jsflow.store import KeyListener
 from jsflow.tasks import lifecycle
 from jsflow.tasks.backend import TaskBackend
@@ -39,7 +41,14 @@ from jsflow.tasks.events import (
     start_event,
     wait_all,
 )
-from jsflow.tasks.lifecycle import Declined, error_texts, new_state, set_status, status_of
+from jsflow.tasks.lifecycle import (
+    Declined,
+    error_texts,
+    new_state,
+    set_status,
+    status_of,
+    traceback_text,
+)
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import H_ARGS_REF, H_SCHEDULE_ID, H_STATE_REVISION, H_TASK_ID
 
@@ -94,6 +103,8 @@ class Attempt:
         self.args: bytes | None = None  # arguments fetched from an artifact
         self.written: tuple[task_pb2.TaskState, int] | None = None  # the start it wrote
         self.listener: KeyListener[task_pb2.TaskState] | None = None  # the state's changes
+        self._began: float | None = None  # when the function started (monotonic)
+        self._ran: float | None = None  # how long it ran
 
     def request_cancel(self) -> None:
         """Interrupt the function (now if it runs, at its start otherwise)."""
@@ -104,6 +115,27 @@ class Attempt:
     async def run(self, carried: tuple[task_pb2.TaskState, int] | None) -> None:
         """Start, execute and settle this attempt (``carried``: the state the request
         carries and its revision, if any)."""
+        with tracer().start_as_current_span(
+            "jsflow.tasks.execute",
+            context=extracted_context(self.msg.headers),
+            kind=trace.SpanKind.CONSUMER,
+        ) as span:
+            span.set_attribute("jsflow.task", self.fn.name)
+            span.set_attribute("jsflow.task_id", self.task_id)
+            span.set_attribute("jsflow.delivery", int(self.msg.metadata.num_delivered or 1))
+            await self._run(carried)
+
+    @property
+    def _labels(self) -> dict[str, str]:
+        return {"task": self.fn.name}
+
+    @staticmethod
+    def _trace_ids() -> dict[str, str]:
+        """The current trace id, to correlate log lines with traces (nothing without one)."""
+        ctx = trace.get_current_span().get_span_context()
+        return {"trace_id": format(ctx.trace_id, "032x")} if ctx.is_valid else {}
+
+    async def _run(self, carried: tuple[task_pb2.TaskState, int] | None) -> None:
         backend = self.backend
         try:
             started = None
@@ -117,11 +149,18 @@ class Attempt:
             self.pending.append(
                 await start_event(backend.client, self._event(started, "started"), app=backend.app)
             )
-            with tracer().start_as_current_span("jsflow.tasks.execute") as span:
-                span.set_attribute("jsflow.task", self.fn.name)
-                span.set_attribute("jsflow.task_id", self.task_id)
-                span.set_attribute("jsflow.attempt", started.attempt)
-                await self._execute(started)
+            if started.attempt == 1 and started.created_at:
+                wait = max(0.0, time.time() - started.created_at)
+                instruments().tasks_queue_wait.record(wait, self._labels)
+            instruments().tasks_started.add(1, self._labels)
+            _log.info(
+                "tasks.started",
+                task=self.fn.name,
+                task_id=self.task_id,
+                attempt=started.attempt,
+                **self._trace_ids(),
+            )
+            await self._execute(started)
         finally:
             if self.listener is not None:
                 self.listener.close()
@@ -231,6 +270,7 @@ class Attempt:
             self.task = inner
             if self.cancel_requested:
                 inner.cancel()
+            self._began = time.monotonic()
             result = await inner
         except asyncio.CancelledError:
             current = asyncio.current_task()
@@ -239,12 +279,14 @@ class Attempt:
                 return
             raise
         except Exception as exc:
+            self._record_run()
             await self._failed(state, exc)
             return
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+        self._record_run()
         try:
             payload = fn.codec.encode_result(result)
             data, ref = await backend.payloads.put(
@@ -327,6 +369,12 @@ class Attempt:
             self.request_cancel()
         return self.listener
 
+    def _record_run(self) -> None:
+        if self._began is not None:
+            self._ran = time.monotonic() - self._began
+            instruments().tasks_run_duration.record(self._ran, self._labels)
+            self._began = None
+
     # -- outcomes --------------------------------------------------------------------------
 
     async def _failed(self, state: task_pb2.TaskState, exc: Exception) -> None:
@@ -334,13 +382,26 @@ class Attempt:
         fn = self.fn
         attempt = state.attempt
         error_type, error_message = error_texts(exc)
+        tb = traceback_text(exc)
         if attempt > fn.options.retries:
-            await self._finish(TaskStatus.FAILED, attempt, error_type, error_message=error_message)
+            await self._finish(
+                TaskStatus.FAILED,
+                attempt,
+                error_type,
+                error_message=error_message,
+                traceback=tb,
+            )
             return
         cancelled = self.cancel_requested
 
         def retry(s: task_pb2.TaskState) -> None:
-            lifecycle.retry(s, attempt=attempt, error_type=error_type, error_message=error_message)
+            lifecycle.retry(
+                s,
+                attempt=attempt,
+                error_type=error_type,
+                error_message=error_message,
+                traceback=tb,
+            )
 
         new = None
         if not cancelled:
@@ -356,7 +417,16 @@ class Attempt:
         delay = fn.options.retry_delay(attempt)
         await self._flush(self._event(new, "retrying"))
         await SettlePolicy.nak(msg, delay)
-        _log.info("tasks.retrying", task=fn.name, task_id=state.id, attempt=attempt, delay=delay)
+        instruments().tasks_retried.add(1, self._labels)
+        _log.info(
+            "tasks.retrying",
+            task=fn.name,
+            task_id=state.id,
+            attempt=attempt,
+            retry_in_s=round(delay, 3),
+            error=f"{error_type}: {error_message[:200]}",
+            **self._trace_ids(),
+        )
 
     async def _finish_cancelled(self, state: task_pb2.TaskState, *, attempt: int | None) -> None:
         await self._finish(
@@ -373,6 +443,7 @@ class Attempt:
         error_type: str = "",
         *,
         error_message: str = "",
+        traceback: str = "",
         result: tuple[bytes, str] | None = None,
     ) -> None:
         """Record a terminal outcome (CAS on the attempt, carrying the retention TTL),
@@ -387,6 +458,7 @@ class Attempt:
                 attempt=attempt,
                 error_type=error_type,
                 error_message=error_message,
+                traceback=traceback,
                 result=result,
             )
 
@@ -416,10 +488,36 @@ class Attempt:
         await backend.dag.on_finished(new)
         await backend.payloads.settle(new, self.args)
         await self._flush(announce)
+        self._log_outcome(status, new)
         if status is TaskStatus.DEAD:
             await SettlePolicy.term(msg)
         else:
             await SettlePolicy.ack(msg)
+
+    def _log_outcome(self, status: TaskStatus, state: task_pb2.TaskState) -> None:
+        """The outcome's log line and counter (once it is recorded and announced)."""
+        counter = {
+            TaskStatus.SUCCEEDED: instruments().tasks_succeeded,
+            TaskStatus.FAILED: instruments().tasks_failed,
+            TaskStatus.DEAD: instruments().tasks_dead,
+            TaskStatus.CANCELLED: instruments().tasks_cancelled,
+        }[status]
+        counter.add(1, self._labels)
+        fields: dict[str, Any] = {
+            "task": self.fn.name,
+            "task_id": self.task_id,
+            "attempt": state.attempt,
+            **self._trace_ids(),
+        }
+        if self._ran is not None:
+            fields["duration_ms"] = round(self._ran * 1000, 1)
+        if status is TaskStatus.SUCCEEDED:
+            _log.info("tasks.succeeded", **fields)
+        elif status is TaskStatus.CANCELLED:
+            _log.info("tasks.cancelled", **fields)
+        else:
+            error = f"{state.error_type}: {state.error_message[:200]}"
+            _log.warning(f"tasks.{status.value.lower()}", error=error, **fields)
 
     async def _announce_terminal(self, state: task_pb2.TaskState) -> None:
         """Publish the terminal event of a finished task unless the stream has it: the

@@ -22,7 +22,7 @@ from jsflow.errors import (
     RequestTimeoutError,
     ServerError,
 )
-from jsflow.observability import get_logger
+from jsflow.observability import get_logger, inject_context
 from jsflow.tasks.streams import (
     DEFAULT_APP,
     H_EVENT,
@@ -172,6 +172,7 @@ async def wait_all(pending: list[PendingPublish]) -> None:
 
 def _event_message(event: TaskEvent, ttl: str, app: str) -> tuple[str, bytes, dict[str, str]]:
     headers = {H_TASK_ID: event.task_id, H_TASK_NAME: event.name, H_EVENT: event.kind, H_TTL: ttl}
+    inject_context(headers)  # an event belongs to the trace of the attempt that published it
     subject = event_subject(event.kind, task_token(app, event.name), event.task_id)
     return subject, event.to_bytes(), headers
 

@@ -126,7 +126,7 @@ class TaskHandle(Generic[R]):
             raise TaskCancelledError(
                 f"task {self.id} was cancelled: {state.error_message or 'cancelled'}"
             )
-        raise TaskFailedError(self.id, state.error_type, state.error_message)
+        raise TaskFailedError(self.id, state.error_type, state.error_message, state.traceback)
 
     async def wait(self, timeout: float | None = None) -> TaskStatus:
         """Wait until the task finishes (any outcome) and return its final status."""

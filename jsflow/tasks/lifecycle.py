@@ -19,6 +19,7 @@ stored (:func:`bound_error`), whatever an exception holds.
 from __future__ import annotations
 
 import time
+import traceback
 
 from jsflow._proto import task_pb2
 from jsflow.tasks.status import TaskStatus
@@ -26,6 +27,7 @@ from jsflow.tasks.status import TaskStatus
 __all__ = [
     "MAX_ERROR_MESSAGE",
     "MAX_ERROR_TYPE",
+    "MAX_TRACEBACK",
     "RUNNABLE",
     "TRANSITIONS",
     "CancelRequested",
@@ -33,6 +35,7 @@ __all__ = [
     "StillRunning",
     "add_dependent",
     "bound_error",
+    "bound_traceback",
     "cancel",
     "cancel_for_dependency",
     "error_texts",
@@ -45,12 +48,14 @@ __all__ = [
     "set_status",
     "start",
     "status_of",
+    "traceback_text",
 ]
 
 TaskState = task_pb2.TaskState
 
 MAX_ERROR_TYPE = 200
 MAX_ERROR_MESSAGE = 4096
+MAX_TRACEBACK = 8192  # the traceback's last frames are kept: they say where it failed
 # Statuses an attempt may start from (RUNNING: a redelivery taking over a crashed attempt).
 RUNNABLE = (TaskStatus.PENDING, TaskStatus.RETRYING, TaskStatus.RUNNING)
 
@@ -109,6 +114,25 @@ def bound_error(error_type: str, error_message: str) -> tuple[str, str]:
     return _truncate(error_type, MAX_ERROR_TYPE), _truncate(error_message, MAX_ERROR_MESSAGE)
 
 
+def traceback_text(exc: BaseException) -> str:
+    """``exc``'s formatted traceback, at most :data:`MAX_TRACEBACK` UTF-8 bytes (the end is
+    kept: the innermost frames and the exception line)."""
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except Exception:  # a broken __str__ or frame must not lose the outcome
+        return ""
+    return bound_traceback(text)
+
+
+def bound_traceback(text: str) -> str:
+    """``text`` cut to its last :data:`MAX_TRACEBACK` UTF-8 bytes, marked when cut."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= MAX_TRACEBACK:
+        return data.decode("utf-8")
+    head = "... (traceback cut)\n"
+    return head + data[-(MAX_TRACEBACK - len(head)) :].decode("utf-8", "ignore")
+
+
 def error_texts(exc: BaseException) -> tuple[str, str]:
     """The (bounded) error type and message recorded for ``exc``, whatever it holds."""
     try:
@@ -141,7 +165,9 @@ def start(state: TaskState, *, worker: str, attempt: int | None = None) -> None:
     state.started_at = time.time()
 
 
-def retry(state: TaskState, *, attempt: int, error_type: str, error_message: str) -> None:
+def retry(
+    state: TaskState, *, attempt: int, error_type: str, error_message: str, traceback: str = ""
+) -> None:
     """Attempt ``attempt`` failed and will be retried; :class:`CancelRequested` when the
     task was cancelled meanwhile (a cancelled task is not retried)."""
     if status_of(state) is not TaskStatus.RUNNING or state.attempt != attempt:
@@ -150,6 +176,7 @@ def retry(state: TaskState, *, attempt: int, error_type: str, error_message: str
         raise CancelRequested
     set_status(state, TaskStatus.RETRYING)
     state.error_type, state.error_message = bound_error(error_type, error_message)
+    state.traceback = bound_traceback(traceback)
 
 
 def finish(
@@ -159,6 +186,7 @@ def finish(
     attempt: int | None = None,
     error_type: str = "",
     error_message: str = "",
+    traceback: str = "",
     result: tuple[bytes, str] | None = None,
 ) -> None:
     """Record the terminal ``status`` (with ``attempt``: only the outcome of that running
@@ -171,6 +199,7 @@ def finish(
         raise Declined
     set_status(state, status)
     state.error_type, state.error_message = bound_error(error_type, error_message)
+    state.traceback = bound_traceback(traceback)
     if result is not None:
         state.result, state.result_ref = result
 
@@ -225,6 +254,6 @@ def replay(state: TaskState) -> None:
         raise Declined
     set_status(state, TaskStatus.PENDING)
     state.attempt = 0
-    state.error_type = state.error_message = ""
+    state.error_type = state.error_message = state.traceback = ""
     state.finished_at = 0.0
     state.cancel_requested = False

@@ -18,7 +18,7 @@ from jsflow._js import codes, map_nats_errors
 from jsflow._js import headers as server_headers
 from jsflow._proto import task_pb2
 from jsflow.errors import ServerError
-from jsflow.observability import get_logger, tracer
+from jsflow.observability import get_logger, inject_context, instruments, tracer
 from jsflow.tasks.lifecycle import status_of
 from jsflow.tasks.state import TaskStore
 from jsflow.tasks.status import TaskStatus
@@ -107,6 +107,9 @@ class Requests:
             subject, body, headers = self.message(state, msg_id, rev)
             headers[H_TTL] = ttl
             messages.append((subject, body, headers))
+        submitted = instruments().tasks_submitted
+        for state in states:
+            submitted.add(1, {"task": state.name})
         if len(messages) == 1:
             await self._publish_one(*messages[0])
             return
@@ -126,6 +129,7 @@ class Requests:
         if self.app != DEFAULT_APP:  # the stream dedupes by msg id: two apps, one task id
             msg_id = task_token(self.app, msg_id)
         headers = {H_TASK_ID: state.id, H_MSG_ID: msg_id}
+        inject_context(headers)  # the submitter's trace continues in the worker
         if revision:
             headers[H_STATE_REVISION] = str(revision)
             body = bytes(state.SerializeToString())

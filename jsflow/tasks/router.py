@@ -36,7 +36,7 @@ from jsflow.errors import CodecError, ConfigError
 from jsflow.flow.consume import Outcome, SettlePolicy, fetch_loop
 from jsflow.flow.dead_letter import DeadLetter
 from jsflow.flow.streams import ensure_stream, subject_matches
-from jsflow.observability import get_logger, tracer
+from jsflow.observability import extracted_context, get_logger, tracer
 from jsflow.tasks.app import App
 from jsflow.tasks.backend import TaskBackend
 from jsflow.tasks.calls import raw_args
@@ -261,7 +261,10 @@ class EventRouter:
                 data, ref = await backend.payloads.put(f"{task_id}.args", raw_args(arg))
                 states.append(new_state(task_id, name, data, ref))
         if states:
-            with tracer().start_as_current_span("jsflow.tasks.route") as span:
+            # The tasks an event requests continue the trace of the event's producer.
+            with tracer().start_as_current_span(
+                "jsflow.tasks.route", context=extracted_context(msg.headers)
+            ) as span:
                 span.set_attribute("jsflow.subject", msg.subject)
                 span.set_attribute("jsflow.tasks", len(states))
                 await backend.requests.submit(states)
