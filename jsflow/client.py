@@ -87,9 +87,15 @@ class Client(Connection):
         return Semaphore(self, name, permits, ttl=ttl, **options)
 
     def rate_limiter(
-        self, name: str, rate: float, per: float = 1.0, burst: int | None = None, **options: Any
+        self,
+        name: str,
+        rate: float | str | tuple[float, float],
+        per: float = 1.0,
+        burst: int | None = None,
+        **options: Any,
     ) -> RateLimiter:
-        """A distributed rate limiter: ``rate`` per ``per`` seconds, bursts of ``burst``."""
+        """A distributed rate limiter: ``rate`` per ``per`` seconds (or ``"10/s"``,
+        ``"100 per minute"``), bursts of ``burst``."""
         return RateLimiter(self, name, rate, per=per, burst=burst, **options)
 
     def counter(self, name: str, **options: Any) -> Counter:

@@ -26,6 +26,7 @@
     │   └── KeyExistsError
     ├── LockLostError
     ├── NotHeldError (RuntimeError)
+    ├── LockTimeoutError (TimeoutError)
     ├── RateLimitExceeded
     ├── FlowError
     │   └── StageError
@@ -68,6 +69,7 @@ __all__ = [
     "JsflowError",
     "KeyExistsError",
     "LockLostError",
+    "LockTimeoutError",
     "NotHeldError",
     "PayloadTooLargeError",
     "RateLimitExceeded",
@@ -215,11 +217,30 @@ class KeyExistsError(ConflictError):
 
 
 class LockLostError(JsflowError):
-    """A lease (lock, semaphore permit, leadership) is no longer held by this owner."""
+    """A lease (lock, semaphore permit, leadership) is no longer held by this owner;
+    ``name`` is the lease's key, ``bucket`` its bucket (when known)."""
+
+    def __init__(self, message: str, *, name: str | None = None, bucket: str | None = None):
+        super().__init__(message)
+        self.name = name
+        self.bucket = bucket
 
 
 class NotHeldError(JsflowError, RuntimeError):
-    """Release was called on a lock or permit that was never acquired."""
+    """Release was called on a lock or permit that was never acquired (``name``: the lock's)."""
+
+    def __init__(self, message: str, *, name: str | None = None):
+        super().__init__(message)
+        self.name = name
+
+
+class LockTimeoutError(JsflowError, TimeoutError):
+    """``async with`` a lock or semaphore made with ``blocking_timeout`` could not acquire
+    it in time (``name``: the lock's)."""
+
+    def __init__(self, message: str, *, name: str | None = None):
+        super().__init__(message)
+        self.name = name
 
 
 class RateLimitExceeded(JsflowError):

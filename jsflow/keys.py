@@ -34,7 +34,13 @@ def _reason(key: str, pattern: bool) -> str | None:
         bad = sorted({c for c in key if not chars.match(c)})
         if not pattern and any(c in "*>" for c in bad):
             return "wildcards ('*', '>') are not allowed in a key"
-        return f"illegal character(s) {''.join(bad)!r} (allowed: A-Z a-z 0-9 - _ / = .)"
+        hint = ""
+        if ":" in bad and not pattern:  # a Redis-style key such as user:42
+            parts = ", ".join(repr(p) for p in key.split(":")[:4])
+            hint = f"; for Redis-style keys use jsflow.key({parts}) or '.' as the separator"
+        elif not pattern:
+            hint = "; jsflow.key(...) builds a legal key from any strings"
+        return f"illegal character(s) {''.join(bad)!r} (allowed: A-Z a-z 0-9 - _ / = .){hint}"
     tokens = key.split(".")
     if any(not t for t in tokens):
         return "empty token (leading, trailing or doubled '.')"

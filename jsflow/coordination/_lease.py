@@ -44,6 +44,7 @@ from jsflow.errors import (
     JsflowError,
     KeyExistsError,
     LockLostError,
+    LockTimeoutError,
     NotHeldError,
 )
 from jsflow.keys import validate_key
@@ -245,7 +246,9 @@ class HeldLease:
         _log.warning("lease.lost", bucket=self.store.bucket, key=self.key, why=why)
         return LockLostError(
             f"lease {self.key!r} in bucket {self.store.bucket!r} is no longer held by "
-            f"{self.lease.owner!r}: {why}"
+            f"{self.lease.owner!r}: {why}",
+            name=self.key,
+            bucket=self.store.bucket,
         )
 
     async def renew(self) -> None:
@@ -256,7 +259,11 @@ class HeldLease:
         """
         async with self._io:
             if self.lost.is_set() or self._released:
-                raise LockLostError(f"lease {self.key!r} was already lost or released")
+                raise LockLostError(
+                    f"lease {self.key!r} was already lost or released",
+                    name=self.key,
+                    bucket=self.store.bucket,
+                )
             sent = time.monotonic()
             try:
                 entry = await self.store.compare_and_set(
@@ -309,7 +316,9 @@ class HeldLease:
                 expiry.cancel()
             if self.lost.is_set():
                 raise LockLostError(
-                    f"lease {self.key!r} in bucket {self.store.bucket!r} was lost before release"
+                    f"lease {self.key!r} in bucket {self.store.bucket!r} was lost before release",
+                    name=self.key,
+                    bucket=self.store.bucket,
                 )
             try:
                 await self.store.delete(self.key, revision=self.revision)
@@ -436,8 +445,11 @@ class LeasedPrimitive:
         auto_renew: bool = True,
         recheck: float | None = None,
         replicas: int | None = None,
+        blocking_timeout: float | None = None,
     ) -> None:
         self._client = client
+        # How long ``async with`` waits before LockTimeoutError (None: for as long as it takes).
+        self.blocking_timeout = check_timeout(blocking_timeout)
         # Of the bucket when created (default: the client's); an existing one keeps its own.
         self.replicas = None if replicas is None else check_replicas(replicas)
         self.name = validate_key(name)
@@ -556,7 +568,7 @@ class LeasedPrimitive:
         Raises :class:`NotHeldError` when not held and :class:`LockLostError` when lost.
         """
         if self._held is None:
-            raise NotHeldError(f"{self.name!r} is not held by this instance")
+            raise NotHeldError(f"{self.name!r} is not held by this instance", name=self.name)
         await self._held.renew()
 
     async def release(self) -> None:
@@ -568,7 +580,7 @@ class LeasedPrimitive:
         """
         held = self._held
         if held is None:
-            raise NotHeldError(f"{self.name!r} is not held by this instance")
+            raise NotHeldError(f"{self.name!r} is not held by this instance", name=self.name)
         self._held = None
         self._client.off_close(self)
         try:
@@ -589,8 +601,20 @@ class LeasedPrimitive:
         except JsflowError as exc:
             _log.warning("lease.close_failed", bucket=self.bucket, key=self.name, error=repr(exc))
 
+    async def holders(self) -> list[str]:
+        """The owners holding this lease now, as the server sees it (any process; empty when
+        free). One read per key, no waiting; a holder that died counts until its ttl ends."""
+        store = await self._store()
+        entries = await asyncio.gather(*(store.get(key) for key in self._keys()))
+        return [entry.value.owner for entry in entries if entry is not None]
+
     async def __aenter__(self) -> Self:
-        await self.acquire()
+        if not await self.acquire(timeout=self.blocking_timeout):
+            raise LockTimeoutError(
+                f"{self.name!r} in bucket {self.bucket!r} was not acquired within "
+                f"{self.blocking_timeout}s",
+                name=self.name,
+            )
         return self
 
     async def __aexit__(

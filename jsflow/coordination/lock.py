@@ -34,7 +34,10 @@ class Lock(LeasedPrimitive):
 
     Options: ``bucket`` (default ``"jsflow_locks"``), ``owner`` (holder id; default unique
     per instance), ``auto_renew`` (default on), ``recheck`` (seconds between safety-net
-    re-checks while waiting; default ``ttl``). The constructor does no I/O; it raises
+    re-checks while waiting; default ``ttl``), ``blocking_timeout`` (how long ``async with``
+    waits before :class:`jsflow.LockTimeoutError`; default: as long as it takes),
+    ``replicas``. :meth:`current_owner` says who holds it from the server's view (any
+    process). The constructor does no I/O; it raises
     :class:`jsflow.InvalidKeyError` for an illegal name and :class:`jsflow.ConfigError` for a
     ttl under one second (the server's minimum).
     """
@@ -52,6 +55,7 @@ class Lock(LeasedPrimitive):
         auto_renew: bool = True,
         recheck: float | None = None,
         replicas: int | None = None,
+        blocking_timeout: float | None = None,
     ) -> None:
         super().__init__(
             client,
@@ -62,10 +66,18 @@ class Lock(LeasedPrimitive):
             auto_renew=auto_renew,
             recheck=recheck,
             replicas=replicas,
+            blocking_timeout=blocking_timeout,
         )
 
     def _keys(self) -> Sequence[str]:
         return (self.name,)
+
+    async def current_owner(self) -> str | None:
+        """Who holds the lock now, as the server sees it (any process), or ``None`` when
+        it is free: redis-py's ``locked()`` and etcd's ``is_acquired()``, by owner id.
+        This instance's own view is :attr:`held`."""
+        holders = await self.holders()
+        return holders[0] if holders else None
 
     async def _attempt(self, store: ObjectStore[Lease]) -> HeldLease | None:
         return await try_create_lease(store, self.name, self.owner, self.ttl)

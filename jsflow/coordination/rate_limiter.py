@@ -35,6 +35,7 @@ from opentelemetry import trace
 from jsflow._proto.rate_limiter_pb2 import RateLimitState
 from jsflow._validate import check_name, count, number, optional_duration
 from jsflow.connection import check_replicas
+from jsflow.coordination.rates import parse_rate
 from jsflow.errors import ConfigError, ConflictError, RateLimitExceeded
 from jsflow.keys import validate_key
 from jsflow.observability import get_logger, instruments, tracer
@@ -158,10 +159,11 @@ def _positive(name: str, value: object) -> float:
 
 
 def _token(name: str) -> str:
+    """``name`` as one key token: a dotted name (``api.partner``) may not run into the keys
+    of another limiter (``api`` limiting ``partner.x``), so ``=`` and ``.`` are escaped as
+    :func:`jsflow.key` does; names without them are used as they are."""
     validate_key(name)
-    if "." in name:
-        raise ConfigError(f"rate limiter name {name!r} must be one token (no '.')")
-    return name
+    return name.replace("=", "=3D").replace(".", "=2E")
 
 
 class RateLimiter:
@@ -181,7 +183,7 @@ class RateLimiter:
         self,
         client: Connection,
         name: str,
-        rate: float,
+        rate: float | str | tuple[float, float],
         *,
         per: float = 1.0,
         burst: int | None = None,
@@ -190,13 +192,13 @@ class RateLimiter:
         clock: Callable[[], float] = time.time,
         replicas: int | None = None,
     ) -> None:
-        self.name = _token(name)
+        validate_key(name)
+        self.name = name
         # Of the bucket when created (default: the client's); an existing one keeps its own.
         self.replicas = None if replicas is None else check_replicas(replicas)
         self._allowed_labels = {"limiter": name, "allowed": "true"}
         self._denied_labels = {"limiter": name, "allowed": "false"}
-        self.rate = _positive("rate", rate)
-        self.per = _positive("per", per)
+        self.rate, self.per = parse_rate(rate, per)
         if burst is None:
             burst = max(1, math.floor(min(self.rate, 2.0**62)))
         count("burst", burst, minimum=1)
@@ -225,7 +227,7 @@ class RateLimiter:
         # Last state this limiter wrote or read per key, with its revision (bounded LRU).
         self._known: OrderedDict[str, tuple[int, Any]] = OrderedDict()
         self._busy: dict[str, int] = {}
-        self._prefix = f"{self.name}."
+        self._prefix = f"{_token(name)}."
         # try_acquire's TTL never changes (no horizon): compute it once.
         self._instant_ttl = self._ttl(0.0)
 

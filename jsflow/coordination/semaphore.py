@@ -51,6 +51,7 @@ class Semaphore(LeasedPrimitive):
         auto_renew: bool = True,
         recheck: float | None = None,
         replicas: int | None = None,
+        blocking_timeout: float | None = None,
     ) -> None:
         count("permits", permits, minimum=1, maximum=MAX_PERMITS)
         super().__init__(
@@ -62,6 +63,7 @@ class Semaphore(LeasedPrimitive):
             auto_renew=auto_renew,
             recheck=recheck,
             replicas=replicas,
+            blocking_timeout=blocking_timeout,
         )
         self.permits = permits
         # The longest slot key must be a legal key too (a name near the key bound is not).

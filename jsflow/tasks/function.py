@@ -19,9 +19,9 @@ from jsflow._validate import (
     number,
     one_of,
     optional_duration,
-    shorten,
 )
 from jsflow.backoff import Backoff
+from jsflow.coordination import rates
 from jsflow.errors import ConfigError
 from jsflow.observability import tracer
 from jsflow.tasks.backend import TaskBackend
@@ -64,27 +64,11 @@ _MAX_CONCURRENCY = 100_000
 
 
 def parse_rate(rate_limit: object) -> tuple[float, float] | None:
-    """``"10/s"``, ``"100/m"``, ``"5/h"`` or ``(rate, per_seconds)``."""
+    """``None``, or ``(rate, per)`` from ``"10/s"``, ``"100 per minute"``, ``(rate, per)``
+    (see :func:`jsflow.coordination.rates.parse_rate`)."""
     if rate_limit is None:
         return None
-    if isinstance(rate_limit, tuple):
-        if len(rate_limit) != 2:
-            raise ConfigError(f"rate_limit must be (rate, per_seconds), got {shorten(rate_limit)}")
-        rate, per = rate_limit
-    elif isinstance(rate_limit, str):
-        units = {"s": 1.0, "m": 60.0, "h": 3600.0}
-        try:
-            amount, unit = rate_limit.split("/")
-            rate, per = float(amount), units[unit.strip()]
-        except (ValueError, KeyError) as exc:
-            raise ConfigError(
-                f"rate_limit must look like '10/s', got {shorten(rate_limit)}"
-            ) from exc
-    else:
-        raise ConfigError(f"rate_limit must be a str or a tuple, got {shorten(rate_limit)}")
-    rate = number("rate_limit (rate)", rate, minimum=0.0, exclusive_minimum=True)
-    per = duration("rate_limit (per)", per)
-    return rate, per
+    return rates.parse_rate(rate_limit, what="rate_limit")
 
 
 @dataclass(frozen=True, slots=True)
