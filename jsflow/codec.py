@@ -1,24 +1,23 @@
 """How values become bytes and back.
 
 A :class:`Codec` encodes, decodes, and makes the empty value of its type. :func:`codec_for`
-infers one from a type: protobuf messages (``google.protobuf``), betterproto messages,
-dataclasses (JSON), ``bytes``, ``str`` and plain JSON types. Nothing is ever pickled.
+infers one from a type or annotation: protobuf messages (``google.protobuf``), betterproto
+messages, pydantic models, dataclasses (JSON, with datetime / UUID / Decimal / enum /
+nested fields), ``bytes``, ``str``, plain JSON types and annotations such as
+``list[Point]`` or ``datetime``. Decoding validates. Nothing is ever pickled.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
-import functools
 import json
-import types
-import typing
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar, get_args, get_origin, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, get_origin, runtime_checkable
 
 import betterproto
 from google.protobuf.message import Message as ProtobufMessage
 
+from jsflow._jsontypes import converter, is_pydantic_model, model_error
 from jsflow.errors import CodecError, ConfigError
 
 __all__ = [
@@ -28,7 +27,9 @@ __all__ = [
     "DataclassCodec",
     "JsonCodec",
     "ProtobufCodec",
+    "PydanticCodec",
     "StrCodec",
+    "TypedJsonCodec",
     "codec_for",
 ]
 
@@ -176,86 +177,85 @@ class JsonCodec(Generic[T]):
         return self._factory()
 
 
-def _to_json(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return _to_json(value.value)
-    if isinstance(value, dict):
-        return {str(k): _to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_to_json(v) for v in value]
-    if isinstance(value, bytes):
-        raise CodecError("bytes fields are not JSON-serializable; use str or a protobuf type")
-    return value
+class TypedJsonCodec(Generic[T]):
+    """JSON for any annotation jsflow can carry (see :mod:`jsflow._jsontypes`): a dataclass,
+    ``list[Point]``, ``datetime``, ``dict[str, Decimal]``, ... Encoding checks the value
+    against the annotation and decoding validates it: a mismatch is a :class:`CodecError`
+    naming the field. An annotation JSON cannot carry is a :class:`ConfigError` here."""
+
+    def __init__(self, tp: Any) -> None:
+        self.tp = tp
+        self._to_json, self._from_json = converter(tp)
+        self._name = getattr(tp, "__name__", repr(tp))
+
+    def encode(self, value: T) -> bytes:
+        """Serialize ``value`` (see :meth:`Codec.encode`)."""
+        raw = self._to_json(value, "")
+        try:
+            return json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise CodecError(f"{self._name} is not JSON-serializable: {exc}") from exc
+
+    def decode(self, data: bytes) -> T:
+        """Deserialize and validate ``data`` (see :meth:`Codec.decode`)."""
+        try:
+            raw = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CodecError(f"not JSON for {self._name}: {exc}") from exc
+        return self._from_json(raw, "")  # type: ignore[no-any-return]
+
+    def new(self) -> T:
+        """The empty value: the type called with no arguments (see :meth:`Codec.new`)."""
+        factory = get_origin(self.tp) or self.tp
+        try:
+            return factory()  # type: ignore[no-any-return]
+        except TypeError as exc:
+            raise ConfigError(
+                f"{self._name}() needs arguments; give every field a default so an "
+                "absent key can start from an empty value"
+            ) from exc
 
 
-@functools.cache
-def _type_hints(tp: type) -> dict[str, Any]:
-    # get_type_hints re-evaluates string annotations on every call: cache per class.
-    return typing.get_type_hints(tp)
-
-
-def _from_json(tp: Any, value: Any) -> Any:
-    if value is None:
-        return None
-    origin = get_origin(tp)
-    if origin is typing.Union or origin is types.UnionType:
-        options = [a for a in get_args(tp) if a is not type(None)]
-        return _from_json(options[0], value) if len(options) == 1 else value
-    if origin in (list, set, frozenset, tuple):
-        args = get_args(tp)
-        inner = args[0] if args else Any
-        items = [_from_json(inner, v) for v in value]
-        return origin(items) if origin is not list else items
-    if origin is dict:
-        args = get_args(tp)
-        inner = args[1] if len(args) == 2 else Any
-        return {k: _from_json(inner, v) for k, v in value.items()}
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        hints = _type_hints(tp)
-        kwargs = {
-            f.name: _from_json(hints.get(f.name, Any), value[f.name])
-            for f in dataclasses.fields(tp)
-            if f.name in value and f.init
-        }
-        return tp(**kwargs)
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return tp(value)
-    if tp is float and isinstance(value, int):
-        return float(value)
-    return value
-
-
-class DataclassCodec(Generic[T]):
-    """JSON for dataclasses, nested dataclasses, lists, dicts, enums and optionals included."""
+class DataclassCodec(TypedJsonCodec[T]):
+    """JSON for dataclasses: nested dataclasses, datetimes, UUIDs, decimals, enums, lists,
+    dicts and optionals included; decoding validates every field."""
 
     def __init__(self, cls: type[T]) -> None:
         if not dataclasses.is_dataclass(cls):
             raise ConfigError(f"{cls!r} is not a dataclass")
+        super().__init__(cls)
+        self.cls = cls
+
+
+class PydanticCodec(Generic[T]):
+    """JSON for pydantic (v2) models, validated by pydantic; a validation failure is a
+    :class:`CodecError` naming the field."""
+
+    def __init__(self, cls: type[T]) -> None:
+        if not is_pydantic_model(cls):
+            raise ConfigError(f"{cls!r} is not a pydantic model")
         self.cls = cls
 
     def encode(self, value: T) -> bytes:
         """Serialize ``value`` (see :meth:`Codec.encode`)."""
         if not isinstance(value, self.cls):
             raise CodecError(f"expected {self.cls.__name__}, got {type(value).__name__}")
-        try:
-            return json.dumps(_to_json(value), separators=(",", ":"), ensure_ascii=False).encode()
-        except (TypeError, ValueError) as exc:
-            raise CodecError(f"{self.cls.__name__} is not JSON-serializable: {exc}") from exc
+        return bytes(value.model_dump_json().encode())  # type: ignore[attr-defined]
 
     def decode(self, data: bytes) -> T:
-        """Deserialize ``data`` (see :meth:`Codec.decode`)."""
-        raw = json.loads(data)
-        if not isinstance(raw, dict):
-            raise ValueError(f"expected a JSON object for {self.cls.__name__}")
-        return _from_json(self.cls, raw)  # type: ignore[no-any-return]
+        """Deserialize and validate ``data`` (see :meth:`Codec.decode`)."""
+        try:
+            return self.cls.model_validate_json(data)  # type: ignore[attr-defined,no-any-return]
+        except Exception as exc:
+            if hasattr(exc, "errors"):
+                raise model_error(self.cls, exc) from None
+            raise CodecError(f"cannot decode {self.cls.__name__}: {exc}") from exc
 
     def new(self) -> T:
-        """The empty value (see :meth:`Codec.new`)."""
+        """The model with its defaults (see :meth:`Codec.new`)."""
         try:
             return self.cls()
-        except TypeError as exc:
+        except Exception as exc:
             raise ConfigError(
                 f"{self.cls.__name__}() needs arguments; give every field a default so an "
                 "absent key can start from an empty value"
@@ -279,12 +279,14 @@ def codec_for(tp: type[T], codec: Codec[T] | None = None) -> Codec[T]:
         if not isinstance(codec, Codec):
             raise ConfigError(f"codec {codec!r} lacks encode/decode/new")
         return codec
-    if not isinstance(tp, type):
-        raise ConfigError(f"state type must be a class, got {tp!r}")
+    if not isinstance(tp, type):  # an annotation: list[Point], dict[str, int], Optional[X]
+        return TypedJsonCodec(tp)
     if _is_protobuf(tp):
         return ProtobufCodec(tp)
     if _is_betterproto(tp):
         return BetterprotoCodec(tp)
+    if is_pydantic_model(tp):
+        return PydanticCodec(tp)
     if dataclasses.is_dataclass(tp):
         return DataclassCodec(tp)
     if tp is bytes:
@@ -293,7 +295,10 @@ def codec_for(tp: type[T], codec: Codec[T] | None = None) -> Codec[T]:
         return StrCodec()  # type: ignore[return-value]
     if tp in (dict, list, int, float, bool):
         return JsonCodec(tp)
-    raise ConfigError(
-        f"no codec for {tp.__name__}: use a protobuf or betterproto message, a dataclass, "
-        "bytes, str, a JSON type, or pass codec="
-    )
+    try:
+        return TypedJsonCodec(tp)  # datetime, UUID, Decimal, an enum, ...
+    except ConfigError:
+        raise ConfigError(
+            f"no codec for {tp.__name__}: use a protobuf or betterproto message, a pydantic "
+            "model, a dataclass, bytes, str, a JSON type, or pass codec="
+        ) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -33,6 +34,16 @@ __all__ = ["App", "TaskFunction", "TaskOptions"]
 P = ParamSpec("P")
 R = TypeVar("R")
 _log = get_logger(__name__)
+
+
+def _in_thread(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """An async function running ``func`` (sync) in a worker thread, with its signature."""
+
+    @functools.wraps(func)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(func, *args, **kwargs)
+
+    return run
 
 
 class App:
@@ -114,13 +125,23 @@ class App:
         concurrency: int | None = None,
         backoff: float = 1.0,
         max_backoff: float = 60.0,
+        jitter: float = 0.0,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        dont_retry_on: tuple[type[BaseException], ...] = (),
     ) -> Any:
-        """Decorator registering an async function as a task (``@app.task`` or
-        ``@app.task(retries=5, timeout=30)``); returns a :class:`TaskFunction`."""
+        """Decorator registering a function as a task (``@app.task`` or
+        ``@app.task(retries=5, timeout=30)``); returns a :class:`TaskFunction`.
+
+        A plain (sync) function runs in a worker thread (``asyncio.to_thread``): a timeout
+        or cancel ends the attempt at once, but Python cannot stop the thread, which runs
+        on until the function returns (its result is then dropped). See
+        :class:`TaskOptions` for the retry options."""
 
         def register(func: Callable[P, Awaitable[R]]) -> TaskFunction[P, R]:
+            if not callable(func):
+                raise ConfigError(f"@task needs a function, got {func!r}")
             if not inspect.iscoroutinefunction(func):
-                raise ConfigError(f"@task needs an async function, got {func!r}")
+                func = _in_thread(func)
             options = TaskOptions(
                 name=name or func.__name__,
                 retries=retries,
@@ -129,6 +150,9 @@ class App:
                 concurrency=concurrency,
                 backoff=backoff,
                 max_backoff=max_backoff,
+                jitter=jitter,
+                retry_on=retry_on,
+                dont_retry_on=dont_retry_on,
             )
             if options.name in self.tasks:
                 raise ConfigError(f"task {options.name!r} is already registered in {self.name!r}")

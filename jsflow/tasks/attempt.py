@@ -383,7 +383,7 @@ class Attempt:
         attempt = state.attempt
         error_type, error_message = error_texts(exc)
         tb = traceback_text(exc)
-        if attempt > fn.options.retries:
+        if attempt > fn.options.retries or not fn.options.retryable(exc):
             await self._finish(
                 TaskStatus.FAILED,
                 attempt,

@@ -1,8 +1,9 @@
 """How a task's arguments and result become bytes.
 
 Each argument is encoded by the codec of its parameter's annotation (protobuf, betterproto,
-dataclass) and JSON otherwise; the encoded arguments travel as a ``TaskArgs`` protobuf. The
-result uses the codec of the return annotation the same way.
+pydantic model, dataclass, ``list[Point]``, ``datetime``, validated JSON for JSON types) and
+plain JSON when it has none; the encoded arguments travel as a ``TaskArgs`` protobuf. The
+result uses the codec of the return annotation the same way. Decoding validates.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jsflow._proto import task_pb2
-from jsflow.codec import Codec, codec_for
+from jsflow.codec import Codec, TypedJsonCodec, codec_for
 from jsflow.errors import CodecError, ConfigError
 
 __all__ = ["JSON_ANY", "CallCodec"]
@@ -42,14 +43,20 @@ JSON_ANY: Codec[Any] = _AnyJson()
 
 
 def _codec_for_hint(hint: Any) -> Codec[Any]:
-    if isinstance(hint, type) and hint not in (dict, list, int, float, bool, str, bytes):
-        try:
-            return codec_for(hint)
-        except ConfigError:
-            return JSON_ANY
+    """The codec of one parameter or return annotation: none (or ``Any``) is plain JSON,
+    JSON types are validated JSON, ``bytes`` raw, anything else :func:`codec_for`'s (a
+    protobuf, a pydantic model, a dataclass, ``list[Point]``, ``datetime``, ...). An
+    annotation no codec can carry is a :class:`ConfigError` now, at decoration time."""
+    if hint is None or hint is Any:
+        return JSON_ANY
     if hint is bytes:
         return codec_for(bytes)
-    return JSON_ANY
+    if hint in (dict, list, int, float, bool, str):
+        return TypedJsonCodec(hint)  # the JSON form these always had, now validated
+    try:
+        return codec_for(hint)
+    except ConfigError as exc:
+        raise ConfigError(f"task annotation {hint!r} has no codec: {exc}") from None
 
 
 class CallCodec:
@@ -92,11 +99,13 @@ class CallCodec:
     def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         """Check and encode a call; raises before any I/O."""
         self.check(args, kwargs)
+        names = list(self.signature.parameters)
         msg = task_pb2.TaskArgs()
         for i, value in enumerate(args):
-            msg.args.append(_encode(self._positional_codec(i), value))
+            where = names[i] if i < len(names) else f"*args[{i}]"
+            msg.args.append(_encode(self._positional_codec(i), value, where))
         for name, value in kwargs.items():
-            msg.kwargs[name] = _encode(self._by_name.get(name, JSON_ANY), value)
+            msg.kwargs[name] = _encode(self._by_name.get(name, JSON_ANY), value, name)
         return bytes(msg.SerializeToString())
 
     def decode_args(self, data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -127,13 +136,17 @@ class CallCodec:
             raise CodecError(f"cannot decode task result: {type(exc).__name__}: {exc}") from exc
 
 
-def _encode(codec: Codec[Any], value: Any) -> bytes:
+def _encode(codec: Codec[Any], value: Any, where: str = "") -> bytes:
+    """``value`` encoded by ``codec``; a failure names the argument ``where`` (if given)."""
+    prefix = f"argument {where!r}: " if where else ""
     try:
         return codec.encode(value)
-    except CodecError:
-        raise
+    except CodecError as exc:
+        if not prefix:
+            raise
+        raise CodecError(f"{prefix}{exc}") from exc
     except Exception as exc:
-        raise CodecError(f"cannot encode {type(value).__name__}: {exc}") from exc
+        raise CodecError(f"{prefix}cannot encode {type(value).__name__}: {exc}") from exc
 
 
 def raw_args(*encoded: bytes) -> bytes:

@@ -76,8 +76,10 @@ class TaskOptions:
     """How a task runs: retries with exponential backoff, a timeout per attempt, limits.
 
     Attempt ``n`` (after a failure) is retried after ``min(max_backoff, backoff * 2**(n-1))``
-    seconds. ``concurrency`` caps attempts of this task at once per worker; ``rate_limit``
-    (``(rate, per)``) caps starts across all workers.
+    seconds, reduced by up to ``jitter`` of it (0-1; 0: exact delays). Only exceptions that
+    are instances of ``retry_on`` and of none of ``dont_retry_on`` are retried; any other
+    fails the task at once. ``concurrency`` caps attempts of this task at once per worker;
+    ``rate_limit`` (``(rate, per)``) caps starts across all workers.
     """
 
     name: str
@@ -87,6 +89,9 @@ class TaskOptions:
     concurrency: int | None = None
     backoff: float = 1.0
     max_backoff: float = 60.0
+    jitter: float = 0.0
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    dont_retry_on: tuple[type[BaseException], ...] = ()
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -98,11 +103,21 @@ class TaskOptions:
         max_backoff = duration("max_backoff", self.max_backoff, positive=False)
         if max_backoff < backoff:
             raise ConfigError(f"max_backoff ({max_backoff}) must be >= backoff ({backoff})")
+        number("jitter", self.jitter, minimum=0.0, maximum=1.0)
+        for what, types in (("retry_on", self.retry_on), ("dont_retry_on", self.dont_retry_on)):
+            if not isinstance(types, tuple) or not all(
+                isinstance(t, type) and issubclass(t, BaseException) for t in types
+            ):
+                raise ConfigError(f"{what} must be a tuple of exception types, got {types!r}")
+
+    def retryable(self, error: BaseException) -> bool:
+        """Whether a failure with ``error`` may be retried (``retry_on``/``dont_retry_on``)."""
+        return isinstance(error, self.retry_on) and not isinstance(error, self.dont_retry_on)
 
     @property
     def retry_backoff(self) -> Backoff:
-        """The :class:`~jsflow.backoff.Backoff` between attempts (exact, no jitter)."""
-        return Backoff(initial=self.backoff, maximum=self.max_backoff)
+        """The :class:`~jsflow.backoff.Backoff` between attempts."""
+        return Backoff(initial=self.backoff, maximum=self.max_backoff, jitter=self.jitter)
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds to wait before retrying after failed attempt ``attempt`` (1-based)."""
