@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+from jsflow._js import map_nats_errors
 from jsflow._js.connection import check_servers, open_connection
-from jsflow._validate import duration
-from jsflow.codec import Codec
+from jsflow._js.headers import MSG_ID
+from jsflow._validate import check_id, check_subject, duration
+from jsflow.codec import Codec, encode_value
 from jsflow.connection import Connection, check_replicas
 from jsflow.coordination.counter import Counter
 from jsflow.coordination.election import Election
@@ -15,7 +17,7 @@ from jsflow.coordination.lock import Lock
 from jsflow.coordination.rate_limiter import RateLimiter
 from jsflow.coordination.semaphore import Semaphore
 from jsflow.coordination.wait_group import WaitGroup
-from jsflow.observability import get_logger
+from jsflow.observability import get_logger, inject_context
 from jsflow.store import ObjectStore, RetryPolicy, open_store
 
 __all__ = ["Client", "connect"]
@@ -77,6 +79,34 @@ class Client(Connection):
             retry=retry,
             cache_size=cache_size,
         )
+
+    async def publish(
+        self,
+        subject: str,
+        value: Any,
+        *,
+        codec: Codec[Any] | None = None,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+    ) -> int:
+        """Publish ``value`` to the stream capturing ``subject`` and return its stream
+        sequence once stored: a flow's typed producer.
+
+        ``value`` is encoded with ``codec``, or the codec of its type (bytes as they are),
+        the same way a ``StreamSource`` of that type decodes it. ``msg_id`` sets
+        ``Nats-Msg-Id``, so a retried publish is stored once within the stream's duplicate
+        window. :class:`jsflow.NoStreamError` when no stream answers for the subject
+        (declare the flow's streams first: ``await flow.declare()``).
+        """
+        check_subject("subject", subject)
+        data = encode_value(value, codec)
+        hdrs = dict(headers or {})
+        if msg_id is not None:
+            hdrs[MSG_ID] = check_id("msg_id", msg_id)
+        inject_context(hdrs)
+        with map_nats_errors(subject=subject):
+            ack = await self.js.publish(subject, data, headers=hdrs or None)
+        return int(ack.seq)
 
     def lock(self, name: str, ttl: float = 10.0, **options: Any) -> Lock:
         """A distributed lease lock named ``name`` (see :class:`jsflow.Lock`)."""

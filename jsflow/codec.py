@@ -31,6 +31,7 @@ __all__ = [
     "StrCodec",
     "TypedJsonCodec",
     "codec_for",
+    "encode_value",
 ]
 
 T = TypeVar("T")
@@ -302,3 +303,15 @@ def codec_for(tp: type[T], codec: Codec[T] | None = None) -> Codec[T]:
             f"no codec for {tp.__name__}: use a protobuf or betterproto message, a pydantic "
             "model, a dataclass, bytes, str, a JSON type, or pass codec="
         ) from None
+
+
+def encode_value(value: Any, codec: Codec[Any] | None) -> bytes:
+    """Bytes of ``value``: with ``codec`` when given, else the codec inferred from its type."""
+    if codec is not None:
+        return codec.encode(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    try:
+        return codec_for(type(value)).encode(value)
+    except ConfigError as exc:
+        raise CodecError(f"cannot encode {type(value).__name__} output: {exc}") from exc

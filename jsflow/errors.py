@@ -19,6 +19,7 @@
     ├── RequestTimeoutError (TimeoutError)
     │   └── StageTimeoutError (+FlowError)
     ├── ServerError                        the server answered with an error
+    │   └── NoStreamError                  no stream answered a publish (none, or no leader)
     ├── ServerStartError                   an embedded nats-server did not start
     ├── ServerNotFoundError (FileNotFoundError)
     ├── BucketError
@@ -64,6 +65,7 @@ __all__ = [
     "ControlLineTooLongError",
     "InvalidKeyError",
     "InvalidNameError",
+    "NoStreamError",
     "NotNatsServerError",
     "TLSError",
     "JsflowError",
@@ -174,6 +176,11 @@ class RequestTimeoutError(JsflowError, asyncio.TimeoutError):
 
 class ServerError(JsflowError):
     """The server answered a request with an error jsflow has no more specific type for."""
+
+
+class NoStreamError(ServerError):
+    """A JetStream publish found no stream answering for its subject: none captures it
+    (declare the stream first), or its stream has no leader yet (a failover)."""
 
 
 class ServerNotFoundError(JsflowError, FileNotFoundError):

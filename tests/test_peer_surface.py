@@ -5,12 +5,19 @@ written as people write them, dotted limiter names, and a hint for Redis-style k
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 
 import pytest
 
 import jsflow
 from jsflow.coordination.rates import parse_rate
+
+
+@dataclasses.dataclass
+class Reading:
+    sensor: str = ""
+    value: float = 0.0
 
 
 def uniq(prefix: str) -> str:
@@ -102,3 +109,30 @@ async def test_dotted_limiter_names_never_share_state_with_other_limiters(
 def test_a_redis_style_key_points_to_jsflow_key() -> None:
     with pytest.raises(jsflow.InvalidKeyError, match=r"jsflow\.key\('user', '42'\)"):
         jsflow.validate_key("user:42")
+
+
+async def test_a_typed_publish_feeds_a_declared_flow_before_it_first_runs(
+    jsflow_client: jsflow.Client,
+) -> None:
+    name = uniq("typed").replace("-", "_")
+    seen: list[Reading] = []
+
+    async def record(msg: jsflow.Message[Reading]) -> None:
+        seen.append(msg.data)
+
+    flow = jsflow.FlowHandler(
+        jsflow_client,
+        source=jsflow.StreamSource(f"S_{name}", f"readings.{name}", f"d_{name}", Reading),
+        stages=[record],
+    )
+    async with asyncio.timeout(20):
+        with pytest.raises(jsflow.NoStreamError):
+            await jsflow_client.publish(f"readings.{name}", Reading("t1", 1.0))
+        await flow.declare()
+        first = await jsflow_client.publish(f"readings.{name}", Reading("t1", 21.5), msg_id="r1")
+        again = await jsflow_client.publish(f"readings.{name}", Reading("t1", 21.5), msg_id="r1")
+        assert first == again  # a retried publish is stored once
+        async with flow:
+            while not seen:
+                await asyncio.sleep(0.05)
+    assert seen == [Reading("t1", 21.5)]

@@ -15,6 +15,7 @@ from jsflow.errors import (
     ConnectionClosedError,
     ConnectionFailedError,
     JsflowError,
+    NoStreamError,
     PayloadTooLargeError,
     RequestTimeoutError,
     ServerError,
@@ -55,7 +56,10 @@ def map_nats_errors(
     except nats.errors.NoRespondersError as exc:
         raise ServerError(f"no responders: JetStream unavailable{suffix}") from exc
     except nats.js.errors.NoStreamResponseError as exc:
-        raise ServerError(f"no stream captures this subject{suffix}") from exc
+        raise NoStreamError(
+            f"no stream answered{suffix}: none captures the subject (declare it first), or "
+            "its stream has no leader yet (a failover: retry)"
+        ) from exc
     except nats.errors.ConnectionClosedError as exc:
         raise ConnectionClosedError(f"the connection is closed{suffix}") from exc
     except (

@@ -26,6 +26,7 @@ from jsflow.flow.operators import Batch
 from jsflow.flow.sink import Sink
 from jsflow.flow.source import StreamSource
 from jsflow.flow.state import MessageState, MessageStatus, StateRecorder
+from jsflow.flow.streams import ensure_stream
 from jsflow.observability import (
     extracted_context,
     get_logger,
@@ -174,6 +175,19 @@ class FlowHandler:
         self._runner: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    async def declare(self) -> None:
+        """Create (or bind) every stream this flow reads and writes (its sources', its
+        sink's and its dead letter's) without starting it or creating its consumers, so
+        producers can publish before the flow first runs. Idempotent."""
+        for source in self.sources:
+            await ensure_stream(
+                self.client, source.stream, source.subjects, replicas=source.replicas
+            )
+        if self.sink is not None:
+            await self.sink.open(self.client)
+        if self._policy.dead_letter is not None:
+            await self._policy.dead_letter.open(self.client)
 
     async def _open(self) -> None:
         dead = self._policy.dead_letter

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_check
 import jsflow.flow.headers as h
 from jsflow._js import map_nats_errors
 from jsflow._validate import check_name, check_subject
-from jsflow.codec import Codec, codec_for
+from jsflow.codec import Codec, codec_for, encode_value
 from jsflow.connection import check_replicas
-from jsflow.errors import CodecError, ConfigError
+from jsflow.errors import ConfigError
 from jsflow.flow.message import Message
 from jsflow.flow.streams import ensure_stream
 
@@ -32,18 +32,6 @@ class Sink(Protocol):
     async def publish(self, msg: Message[Any], msg_id: str) -> None:
         """Publish ``msg`` with the dedupe id ``msg_id``; raise when it was not accepted."""
         ...
-
-
-def encode_value(value: Any, codec: Codec[Any] | None) -> bytes:
-    """Bytes of ``value``: with ``codec`` when given, else the codec inferred from its type."""
-    if codec is not None:
-        return codec.encode(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    try:
-        return codec_for(type(value)).encode(value)
-    except ConfigError as exc:
-        raise CodecError(f"cannot encode {type(value).__name__} output: {exc}") from exc
 
 
 class StreamSink(Generic[T]):
