@@ -107,3 +107,37 @@ def test_an_annotation_no_codec_carries_fails_at_decoration() -> None:
         @app.task
         async def bad(x: complex) -> None:
             return None
+
+
+async def test_a_chord_callback_gets_the_results_of_its_group(
+    jsflow_client: jsflow.Client,
+) -> None:
+    app = _app(jsflow_client)
+
+    @app.task
+    async def square(n: int) -> int:
+        return n * n
+
+    @app.task
+    async def total(label: str) -> str:
+        parts = await jsflow.current_task().dependency_results()
+        return f"{label}: {sum(parts)} from {parts}"
+
+    async with asyncio.timeout(30), app.worker():
+        group = await square.submit_many([(1,), (2,), ((3,), {})])
+        assert [await h.result(timeout=15) for h in group] == [1, 4, 9]
+        chord = await total.submit("squares", depends_on=group)
+        assert await chord.result(timeout=15) == "squares: 14 from [1, 4, 9]"
+
+
+async def test_a_group_with_one_bad_call_queues_nothing(jsflow_client: jsflow.Client) -> None:
+    app = _app(jsflow_client)
+
+    @app.task
+    async def square(n: int) -> int:
+        return n * n
+
+    with pytest.raises(jsflow.CodecError, match="argument 'n'"):
+        await square.submit_many([(1,), ("two",)])
+    with pytest.raises(jsflow.ConfigError, match="not opened"):
+        app.opened_backend()  # checked before any I/O: the app never even opened

@@ -25,12 +25,14 @@ from jsflow.errors import (
     ControlLineTooLongError,
     InvalidKeyError,
     JsflowError,
+    TaskError,
 )
 from jsflow.flow.consume import SettlePolicy
 from jsflow.observability import extracted_context, get_logger, instruments, tracer
 from jsflow.store import KeyListener
 from jsflow.tasks import lifecycle
 from jsflow.tasks.backend import TaskBackend
+from jsflow.tasks.calls import JSON_ANY
 from jsflow.tasks.context import TaskContext, _current
 from jsflow.tasks.errors import TaskTimeoutError
 from jsflow.tasks.events import (
@@ -262,7 +264,15 @@ class Attempt:
             await self._finish(TaskStatus.DEAD, attempt, type(exc).__name__, error_message=str(exc))
             return
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat())
-        ctx = TaskContext(backend.client, state.id, state.name, attempt, app=backend.app)
+        ctx = TaskContext(
+            backend.client,
+            state.id,
+            state.name,
+            attempt,
+            app=backend.app,
+            depends_on=tuple(state.depends_on),
+            load_result=self._dependency_result,
+        )
         try:
             if self.limiter is not None:
                 await self.limiter.acquire("starts")
@@ -368,6 +378,17 @@ class Attempt:
         if state is not None and state.cancel_requested:
             self.request_cancel()
         return self.listener
+
+    async def _dependency_result(self, task_id: str) -> Any:
+        """The result of dependency ``task_id`` (it succeeded: this task was released)."""
+        state = await self.backend.store.get(task_id)
+        if state is None or status_of(state) is not TaskStatus.SUCCEEDED:
+            raise TaskError(f"dependency {task_id} has no result (it is gone or not succeeded)")
+        data = await self.backend.payloads.fetch(bytes(state.result), state.result_ref)
+        owner = self.fn.app.tasks.get(state.name)
+        if owner is None:
+            return JSON_ANY.decode(data) if data else None
+        return owner.codec.decode_result(data)
 
     def _record_run(self) -> None:
         if self._began is not None:

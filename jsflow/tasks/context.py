@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jsflow.errors import ConfigError, TaskError
 from jsflow.tasks.events import TaskEvent, publish_event
@@ -19,13 +21,31 @@ class TaskContext:
     """What a running task knows about itself; get it with :func:`current_task`."""
 
     def __init__(
-        self, client: Client, task_id: str, name: str, attempt: int, *, app: str = DEFAULT_APP
+        self,
+        client: Client,
+        task_id: str,
+        name: str,
+        attempt: int,
+        *,
+        app: str = DEFAULT_APP,
+        depends_on: Sequence[str] = (),
+        load_result: Callable[[str], Awaitable[Any]] | None = None,
     ) -> None:
         self._client = client
         self._app = app
         self.id = task_id
         self.name = name
         self.attempt = attempt
+        self.depends_on = tuple(depends_on)
+        """The ids of the tasks this one waited for (``depends_on``), in order."""
+        self._load_result = load_result
+
+    async def dependency_results(self) -> list[Any]:
+        """The results of the tasks this one depended on, in ``depends_on`` order (each
+        decoded with its task's codec): how a chord's callback gets its header's results."""
+        if self._load_result is None:
+            return []
+        return list(await asyncio.gather(*(self._load_result(d) for d in self.depends_on)))
 
     async def progress(self, percent: float, message: str = "") -> None:
         """Report progress (0-100) as a ``task.progress.<name>`` event."""

@@ -188,6 +188,35 @@ class TaskFunction(Generic[P, R]):
                 await backend.requests.submit([state])
         return TaskHandle(backend, task_id, self.name, self.codec)
 
+    async def submit_many(
+        self, calls: Iterable[tuple[Any, ...] | tuple[tuple[Any, ...], dict[str, Any]]]
+    ) -> list[TaskHandle[R]]:
+        """Queue many calls at once, one handle each: a group. ``calls`` holds argument
+        tuples (``(1, 2)``) or ``(args, kwargs)`` pairs. Every call is checked and encoded
+        before any I/O; the requests go to the server as one atomic batch (all or none).
+        A chord is a group plus a task that depends on it: ``await total.submit(
+        depends_on=handles)``, which reads their results with
+        ``current_task().dependency_results()``."""
+        encoded = []
+        for call in calls:
+            if len(call) == 2 and isinstance(call[0], tuple) and isinstance(call[1], dict):
+                args, kwargs = call
+            else:
+                args, kwargs = tuple(call), {}
+            encoded.append(self.codec.encode_args(args, kwargs))
+        backend = await self.app.backend()
+        states = []
+        with tracer().start_as_current_span("jsflow.tasks.submit_many") as span:
+            span.set_attribute("jsflow.task", self.name)
+            span.set_attribute("jsflow.tasks", len(encoded))
+            for payload in encoded:
+                task_id = uuid.uuid4().hex
+                data, ref = await backend.payloads.put(f"{task_id}.args", payload)
+                states.append(new_state(task_id, self.name, data, ref))
+            if states:
+                await backend.requests.submit(states)
+        return [TaskHandle(backend, s.id, self.name, self.codec) for s in states]
+
     async def submit_at(self, when: dt.datetime, *args: Any, **kwargs: Any) -> TaskHandle[R]:
         """Queue a call that the server releases at ``when`` (timezone-aware datetime, at
         most a century from now)."""
