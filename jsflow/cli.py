@@ -1,7 +1,8 @@
 """The ``jsflow`` command: run workers and routers, inspect, cancel and replay tasks.
 
     jsflow server [--cluster 3]  a local nats-server with JetStream, until Ctrl-C
-    jsflow worker myapp.tasks:app --concurrency 20
+    jsflow worker myapp.tasks:app --concurrency 20 [--ready-file /tmp/ready]
+    jsflow serve myapp.tasks:app [--host 127.0.0.1 --port 8000]   HTTP gateway + monitor
     jsflow router rules.toml
     jsflow tasks list [--status FAILED] [--name send_email]
     jsflow tasks show <id>      jsflow tasks cancel <id>
@@ -24,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from jsflow._js.connection import redact_url, url_secrets
@@ -36,6 +38,7 @@ from jsflow.tasks.errors import TaskNotFoundError
 from jsflow.tasks.router import EventRouter
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import app_scope
+from jsflow.tasks.worker import Worker
 
 __all__ = ["main"]
 
@@ -86,6 +89,41 @@ def _parser() -> argparse.ArgumentParser:
         "--ack-wait", type=float, default=30.0, help="seconds before a silent task is redelivered"
     )
     worker.add_argument("--tasks", default=None, help="comma-separated task names to run")
+    worker.add_argument(
+        "--ready-file",
+        default=None,
+        metavar="PATH",
+        help="touch PATH once the task consumers are bound, remove it on exit (a readiness probe)",
+    )
+
+    serve = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="run the HTTP gateway and monitor (needs the jsflow[web] extra)",
+    )
+    serve.add_argument(
+        "apps", nargs="*", help="MODULE:ATTR of each App (or (client) -> App factory) to serve"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
+    serve.add_argument(
+        "--app",
+        dest="app_names",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also serve the tasks of the App named NAME without its code (repeatable)",
+    )
+    serve.add_argument(
+        "--dead-letter-stream",
+        action="append",
+        default=[],
+        metavar="STREAM",
+        help="a stream of flow dead letters to list (others are found by their messages)",
+    )
+    serve.add_argument(
+        "--log-level", default="info", help="uvicorn's log level (info; warning, debug, ...)"
+    )
 
     router = sub.add_parser("router", parents=[common], help="run an EventRouter from TOML")
     router.add_argument("rules", help="path of the TOML rules file")
@@ -180,20 +218,75 @@ async def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _load(spec: str, client: Client) -> App:
+    app = load_app(spec, client)
+    if inspect.isawaitable(app):
+        app = await app
+    if not isinstance(app, App):
+        raise ConfigError(f"{spec!r} did not give an App, got {type(app).__name__}")
+    return app
+
+
+async def _work(worker: Worker, ready_file: str | None) -> None:
+    """Run ``worker``; with ``ready_file``, touch it once its consumers are bound and remove
+    it when the worker ends (however it ends)."""
+    path = Path(ready_file) if ready_file else None
+    try:
+        await worker.start()
+        if path is not None:
+            path.write_text(f"{worker.id}\n")
+        await worker.run()
+    finally:
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
+async def _serve_web(args: argparse.Namespace, client: Client) -> int:
+    """``jsflow serve``: the gateway and monitor under uvicorn, until Ctrl-C or SIGTERM."""
+    try:
+        web = importlib.import_module("jsflow.web")
+        uvicorn = importlib.import_module("uvicorn")
+    except ImportError as exc:
+        raise ConfigError(
+            f"jsflow serve needs the web extra ({exc}): pip install 'jsflow[web]'"
+        ) from exc
+    apps = [await _load(spec, client) for spec in args.apps]
+    apps += [App(client, name) for name in args.app_names]
+    asgi = web.create_app(client, apps, dead_letter_streams=args.dead_letter_stream)
+    config = uvicorn.Config(
+        asgi,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    served = ", ".join(a.name for a in apps) or "default"
+    _out(f"jsflow gateway and monitor on http://{args.host}:{args.port}/ (apps: {served})")
+    # uvicorn handles SIGINT/SIGTERM (a graceful stop that ends the event streams) and then
+    # re-raises them to the handlers it found: make those no-ops so the client closes here.
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        await server.serve()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if server.started else 1
+
+
 async def _run(args: argparse.Namespace) -> int:
     if args.command == "server":
         return await _serve(args)
     async with await _connect(args.url) as client:
+        if args.command == "serve":
+            return await _serve_web(args, client)
         if args.command == "worker":
-            app = load_app(args.app, client)
-            if inspect.isawaitable(app):
-                app = await app
-            if not isinstance(app, App):
-                raise ConfigError(f"{args.app!r} did not give an App, got {type(app).__name__}")
+            app = await _load(args.app, client)
             names = args.tasks.split(",") if args.tasks else None
             worker = app.worker(args.concurrency, ack_wait=args.ack_wait, tasks=names)
             _out(f"worker {worker.id} running {', '.join(worker.task_names)}")
-            await _until_signalled(worker.run())
+            await _until_signalled(_work(worker, args.ready_file))
             return 0
         if args.command == "router":
             router = EventRouter.from_toml(client, args.rules)

@@ -1,5 +1,6 @@
 """Reading many entries of a bucket at once: its live keys, from a snapshot of its subjects
-(paged ``STREAM.INFO``) and a headers-only scan, and short-lived ordered scans (history)."""
+(paged ``STREAM.INFO``) and a headers-only scan, the current value of every key in one
+pass, and short-lived ordered scans (history)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from jsflow.store.bucket import Bucket
 from jsflow.store.values import Op
 from jsflow.store.wire import api_reply, op_of
 
-__all__ = ["keys", "scan", "subjects"]
+__all__ = ["keys", "latest", "scan", "subjects"]
 
 _PAGE_OVERLAP = 1000  # subjects a page of a paged subject listing re-reads of the last one
 
@@ -31,6 +32,14 @@ async def keys(bucket: Bucket, filter: str) -> list[str]:
         else:
             deleted.add(msg.subject)
     return sorted(bucket.key_of(s) for s in subjects_now if s not in deleted)
+
+
+async def latest(bucket: Bucket, filter: str) -> list[Msg]:
+    """The last message of every key matching the (validated) ``filter`` that holds a
+    value (deletes, purges and expiry markers left out), in stream order: one pass of one
+    short-lived ordered consumer (``LAST_PER_SUBJECT``), however many keys there are."""
+    msgs = await scan(bucket, filter, api.DeliverPolicy.LAST_PER_SUBJECT)
+    return [m for m in msgs if op_of(m.headers) is Op.PUT]
 
 
 async def subjects(bucket: Bucket, subject: str) -> tuple[set[str], int]:

@@ -141,6 +141,24 @@ class ObjectStore(Generic[T]):
         validate_pattern(filter)
         return await listing.keys(self._bucket, filter)
 
+    async def entries(self, filter: str = ">") -> list[Entry[T]]:
+        """The current entry of every key matching ``filter`` (deleted keys left out), in
+        the order they were last written.
+
+        One server-side pass: a short-lived ordered consumer delivering the last message of
+        each key, not one get per key. A write made during the call may or may not be in
+        it; every key that holds a value throughout is listed once. A value that does not
+        decode raises :class:`CodecError` naming its key and revision.
+        """
+        validate_pattern(filter)
+        msgs = await listing.latest(self._bucket, filter)
+        out: list[Entry[T]] = []
+        for msg in msgs:
+            change = self._entries.change(msg)
+            if change.value is not None:
+                out.append(Entry(change.key, change.value, change.revision))
+        return out
+
     async def history(self, key: str) -> list[Change[T]]:
         """Every retained change of ``key``, oldest first (``history=`` of the bucket)."""
         self._check_key(key)

@@ -93,7 +93,7 @@ class App:
         replicas: int | None = None,
     ) -> None:
         # The namespace of this app's subjects, durables and state.
-        self.scope = app_scope(name, isolated)
+        self.scope = self._own_scope = app_scope(name, isolated)
         count("artifact_threshold", artifact_threshold, minimum=1)
         self.client = client
         self.name = name
@@ -108,11 +108,26 @@ class App:
         self._backend: TaskBackend | None = None
         self._backend_lock = asyncio.Lock()
 
-    def bind(self, client: Client) -> None:
-        """Attach the client of an app created with ``client=None``."""
-        if self.client is not None and self.client is not client:
-            raise ConfigError(f"app {self.name!r} is already bound to a client")
+    def bind(self, client: Client, *, scope: str | None = None) -> None:
+        """Attach the client of an app created with ``client=None`` (or whose client is
+        closed: a test binds a module-level app to each test's client). ``scope`` runs the
+        app in another namespace than its name's (tests isolate apps this way; see
+        :func:`jsflow.testing.bound`)."""
+        if self.client is not None and self.client is not client and not self.client.is_closed:
+            raise ConfigError(f"app {self.name!r} is already bound to an open client")
+        if scope is not None:
+            self.scope = app_scope(scope)
+            self.isolated = self.scope != DEFAULT_APP
+        if self.client is not client:
+            self._backend = None  # opened on the old client: open again on this one
         self.client = client
+
+    def unbind(self) -> None:
+        """Detach the client (and forget the backend opened on it); the app keeps its tasks."""
+        self.client = None
+        self._backend = None
+        self.scope = self._own_scope
+        self.isolated = self.scope != DEFAULT_APP
 
     def task(
         self,
