@@ -6,6 +6,7 @@
     jsflow router rules.toml
     jsflow tasks list [--status FAILED] [--name send_email]
     jsflow tasks show <id>      jsflow tasks cancel <id>
+    jsflow stats [--window 300] [--json]
     jsflow dlq list             jsflow dlq replay <id>... | --all
 
 Every command takes ``--url`` (default: ``$JSFLOW_URL`` or ``nats://127.0.0.1:4222``).
@@ -31,11 +32,13 @@ from typing import Any
 from jsflow._js.connection import redact_url, url_secrets
 from jsflow.client import Client, connect
 from jsflow.errors import ConfigError, ConnectionFailedError, InvalidKeyError, JsflowError
+from jsflow.observability import configure_logging
 from jsflow.server import EmbeddedServer, LocalCluster
 from jsflow.tasks.app import App
 from jsflow.tasks.backend import TaskBackend
 from jsflow.tasks.errors import TaskNotFoundError
 from jsflow.tasks.router import EventRouter
+from jsflow.tasks.stats import TaskStats, task_stats
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import app_scope
 from jsflow.tasks.worker import Worker
@@ -51,6 +54,24 @@ def _out(line: str) -> None:
 
 def _err(line: str) -> None:
     sys.stderr.write(line + "\n")
+
+
+def _logs() -> argparse.ArgumentParser:
+    """The logging options of the long-running commands (worker, router)."""
+    logs = argparse.ArgumentParser(add_help=False)
+    logs.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="show log events from this level up (info)",
+    )
+    logs.add_argument(
+        "--log-format",
+        default="console",
+        choices=["console", "json", "logfmt"],
+        help="how log lines look (console; json for log shippers)",
+    )
+    return logs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         "--cluster", type=int, default=0, metavar="N", help="run a cluster of N servers instead"
     )
 
-    worker = sub.add_parser("worker", parents=[common], help="run an app's task workers")
+    worker = sub.add_parser("worker", parents=[common, _logs()], help="run an app's task workers")
     worker.add_argument("app", help="MODULE:ATTR, an App or a (client) -> App factory")
     worker.add_argument("--concurrency", type=int, default=10, help="attempts at once (10)")
     worker.add_argument(
@@ -125,7 +146,9 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level", default="info", help="uvicorn's log level (info; warning, debug, ...)"
     )
 
-    router = sub.add_parser("router", parents=[common], help="run an EventRouter from TOML")
+    router = sub.add_parser(
+        "router", parents=[common, _logs()], help="run an EventRouter from TOML"
+    )
     router.add_argument("rules", help="path of the TOML rules file")
 
     scoped = argparse.ArgumentParser(add_help=False)
@@ -147,6 +170,14 @@ def _parser() -> argparse.ArgumentParser:
     for action in ("show", "cancel"):
         p = tasks_sub.add_parser(action, parents=[common, scoped], help=f"{action} a task")
         p.add_argument("task_id")
+
+    stats = sub.add_parser(
+        "stats", parents=[common, scoped], help="throughput, lag, latencies and rates per task"
+    )
+    stats.add_argument(
+        "--window", type=float, default=300.0, help="seconds of history for throughput (300)"
+    )
+    stats.add_argument("--json", action="store_true", help="one JSON object per task name")
 
     dlq = sub.add_parser("dlq", parents=[common], help="failed and dead tasks")
     dlq_sub = dlq.add_subparsers(dest="action", required=True)
@@ -175,6 +206,28 @@ def load_app(spec: str, client: Any) -> Any:
     if callable(obj):
         return obj(client)
     raise ConfigError(f"{spec!r} is neither an App nor a factory of one")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}ms" if seconds < 10 else f"{seconds:.1f}s"
+
+
+def _print_stats(rows: list[TaskStats], as_json: bool) -> None:
+    if as_json:
+        for row in rows:
+            _out(json.dumps(row.as_dict(), sort_keys=True))
+        return
+    _out(
+        f"{'task':<24} {'done/s':>7} {'lag':>5} {'acks':>5} {'wait p50/p95':>14} "
+        f"{'run p50/p95':>14} {'retry':>6} {'dead':>6}"
+    )
+    for r in rows:
+        _out(
+            f"{r.name:<24} {r.throughput_per_s:>7.2f} {r.lag:>5} {r.ack_pending:>5} "
+            f"{_ms(r.queue_wait_p50) + '/' + _ms(r.queue_wait_p95):>14} "
+            f"{_ms(r.run_time_p50) + '/' + _ms(r.run_time_p95):>14} "
+            f"{r.retry_rate:>6.1%} {r.dead_letter_rate:>6.1%}"
+        )
 
 
 def _row(info: Any) -> str:
@@ -282,6 +335,7 @@ async def _run(args: argparse.Namespace) -> int:
         if args.command == "serve":
             return await _serve_web(args, client)
         if args.command == "worker":
+            configure_logging(args.log_level, args.log_format)
             app = await _load(args.app, client)
             names = args.tasks.split(",") if args.tasks else None
             worker = app.worker(args.concurrency, ack_wait=args.ack_wait, tasks=names)
@@ -289,11 +343,15 @@ async def _run(args: argparse.Namespace) -> int:
             await _until_signalled(_work(worker, args.ready_file))
             return 0
         if args.command == "router":
+            configure_logging(args.log_level, args.log_format)
             router = EventRouter.from_toml(client, args.rules)
             _out(f"router {router.durable} on {router.stream}: {len(router.rules)} rule(s)")
             await _until_signalled(router.run())
             return 0
         backend = await TaskBackend.open(client, app=app_scope(args.app))
+        if args.command == "stats":
+            _print_stats(await task_stats(backend, window=args.window), args.json)
+            return 0
         if args.command == "tasks" and args.action == "list":
             statuses = [TaskStatus(s) for s in args.status]
             for info in await backend.store.list(statuses=statuses, name=args.name):

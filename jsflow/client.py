@@ -148,10 +148,6 @@ async def _log_error(exc: Exception) -> None:
     _log.warning("nats.error", error=repr(exc))
 
 
-async def _log_disconnected() -> None:
-    _log.info("nats.disconnected")
-
-
 async def connect(
     url_or_urls: str | Sequence[str] = "nats://127.0.0.1:4222",
     *,
@@ -180,9 +176,16 @@ async def connect(
     created: list[Client] = []
     user_reconnected_cb = nats_options.pop("reconnected_cb", None)
 
+    async def disconnected() -> None:
+        # A close (drain) disconnects too: only a lost connection is worth a warning.
+        if any(c.nc.is_closed or c.nc.is_draining for c in created):
+            _log.debug("nats.disconnected", detail="closing")
+            return
+        _log.warning("nats.disconnected", detail="reconnecting; publishes are buffered meanwhile")
+
     async def reconnected() -> None:
         # Chained so that a reconnected_cb of the caller's does not disable jsflow's hooks.
-        _log.info("nats.reconnected")
+        _log.warning("nats.reconnected")
         for client in created:
             client.fire_reconnected()
         if user_reconnected_cb is not None:
@@ -191,7 +194,7 @@ async def connect(
     options = {
         **SERVICE_DEFAULTS,
         "error_cb": _log_error,
-        "disconnected_cb": _log_disconnected,
+        "disconnected_cb": disconnected,
         "reconnected_cb": reconnected,
         **nats_options,
     }

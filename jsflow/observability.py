@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +33,11 @@ import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 
+from jsflow.errors import ConfigError
+
 __all__ = [
     "Instruments",
+    "configure_logging",
     "extracted_context",
     "get_logger",
     "inject_context",
@@ -48,6 +52,43 @@ _PROCESSORS: list[Any] = [
     structlog.processors.format_exc_info,
     structlog.processors.KeyValueRenderer(key_order=["event"], sort_keys=True),
 ]
+
+
+_LEVELS = ("debug", "info", "warning", "error")
+_FORMATS = ("console", "json", "logfmt")
+_HANDLER = logging.StreamHandler(sys.stderr)  # installed by configure_logging, once
+_HANDLER.setFormatter(logging.Formatter("%(message)s"))
+
+
+def configure_logging(level: str = "info", fmt: str = "console") -> None:
+    """Show jsflow's log events at ``level`` and above on stderr, rendered as ``console``
+    (readable, one line each), ``json`` (one object per line) or ``logfmt`` (key=value).
+    For the CLI and scripts; a service with its own logging setup need not call it."""
+    level = level.lower()
+    if level not in _LEVELS:
+        raise ConfigError(f"log level must be one of {list(_LEVELS)}, got {level!r}")
+    if fmt not in _FORMATS:
+        raise ConfigError(f"log format must be one of {list(_FORMATS)}, got {fmt!r}")
+    renderer: Any
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer(sort_keys=True)
+    elif fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    else:
+        renderer = structlog.processors.KeyValueRenderer(key_order=["event"], sort_keys=True)
+    # In place: every logger made by get_logger shares this list.
+    _PROCESSORS[:] = [
+        structlog.stdlib.filter_by_level,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=False),
+        structlog.processors.format_exc_info,
+        renderer,
+    ]
+    root = logging.getLogger(_INSTRUMENTATION)
+    if _HANDLER not in root.handlers:
+        root.addHandler(_HANDLER)
+        root.propagate = False
+    root.setLevel(level.upper())
 
 
 def get_logger(name: str, **initial: Any) -> Any:

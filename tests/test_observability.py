@@ -5,6 +5,7 @@ remote tracebacks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -22,6 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import jsflow
 from jsflow.tasks.lifecycle import MAX_TRACEBACK
+from jsflow.tasks.stats import task_stats
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -242,3 +244,37 @@ async def test_a_failed_task_carries_its_bounded_remote_traceback(
     assert "remote traceback" in str(error)
     assert len(caught_huge.value.traceback.encode()) <= MAX_TRACEBACK
     assert caught_huge.value.traceback.rstrip().endswith("KeyError: 'missing-sku'")
+
+
+async def test_stats_come_from_the_server_not_from_one_process(
+    jsflow_server: jsflow.EmbeddedServer, jsflow_client: jsflow.Client
+) -> None:
+    app = jsflow.App(jsflow_client, f"kpi{uuid.uuid4().hex[:6]}")
+    attempts: dict[int, int] = {}
+
+    @app.task(retries=1, backoff=0.05)
+    async def work(n: int) -> int:
+        attempts[n] = attempts.get(n, 0) + 1
+        if n == 0 and attempts[n] == 1:
+            raise RuntimeError("once")
+        if n == 1:
+            raise ValueError("always")
+        return n
+
+    async with asyncio.timeout(30):
+        async with app.worker():
+            handles = [await work.submit(n) for n in range(4)]
+            for handle in handles:
+                with contextlib.suppress(jsflow.TaskFailedError):
+                    await handle.result(timeout=20)
+        # a second client, as another process would: nothing shared in memory
+        async with await jsflow.connect(jsflow_server.url) as other:
+            other_app = jsflow.App(other, app.name)
+            (row,) = await task_stats(await other_app.backend(), window=60)
+    assert (row.name, row.total, row.succeeded, row.failed) == ("work", 4, 3, 1)
+    assert row.retry_rate == 0.5  # n=0 and n=1 took two attempts
+    assert row.dead_letter_rate == 0.25
+    assert row.finished_in_window == 4 and row.throughput_per_s > 0
+    assert row.lag == 0 and row.ack_pending == 0
+    assert 0 <= row.run_time_p50 <= row.run_time_p95
+    assert row.completion_p95 >= row.queue_wait_p95

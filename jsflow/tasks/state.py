@@ -143,18 +143,13 @@ class TaskStore:
     async def list(
         self, *, statuses: Sequence[TaskStatus] = (), name: str | None = None
     ) -> list[TaskInfo]:
-        """Every task (optionally only those with one of ``statuses`` / named ``name``)."""
-        found = []
-        for key in await self.store.keys():
-            entry = await self.store.get(key)
-            if entry is None:
-                continue
-            info = TaskInfo.from_state(entry.value, entry.revision)
-            if statuses and info.status not in statuses:
-                continue
-            if name is not None and info.name != name:
-                continue
-            found.append(info)
+        """Every task (optionally only those with one of ``statuses`` / named ``name``),
+        oldest first; one server-side pass (:meth:`snapshot`), not one read per task."""
+        found = [
+            info
+            for info in await self.snapshot()
+            if (not statuses or info.status in statuses) and (name is None or info.name == name)
+        ]
         return sorted(found, key=lambda i: i.created_at)
 
     async def listen(self, task_id: str) -> KeyListener[task_pb2.TaskState]:
