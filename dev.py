@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up a local virtual environment and run jsflow's demo, tests or benchmarks.
 
-    python3 dev.py demo     # .venv + install, then the example pipeline on an embedded server
+    python3 dev.py demo     # .venv + install, then a tour of every layer on an embedded server
     python3 dev.py test     # .venv + install (and, as root, Debian's chromium for the
                             # browser test), then lint, type check and the whole test suite
     python3 dev.py bench    # .venv + install (peers included), then every benchmark
@@ -70,7 +70,7 @@ def main(argv: list[str]) -> int:
     try:
         if what == "demo":
             ensure_env("embedded")
-            run(PY, "examples/orders.py", *rest)
+            run(PY, "examples/tour.py", *rest)
         elif what == "test":
             ensure_env("dev")
             ensure_browser()
