@@ -16,14 +16,22 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
+from jsflow._js import js_errors, map_nats_errors
 from jsflow._validate import count, duration
+from jsflow.errors import BucketError
 from jsflow.tasks.artifacts import ArtifactStore
 from jsflow.tasks.control import Control
 from jsflow.tasks.dag import Dependencies
 from jsflow.tasks.payloads import DEFAULT_ARTIFACT_THRESHOLD, Payloads
 from jsflow.tasks.requests import Requests
 from jsflow.tasks.state import TaskStore
-from jsflow.tasks.streams import DEFAULT_APP, ensure_streams, state_bucket, task_token
+from jsflow.tasks.streams import (
+    DEFAULT_APP,
+    TASK_STREAM,
+    ensure_streams,
+    state_bucket,
+    task_token,
+)
 
 if TYPE_CHECKING:
     from jsflow.client import Client
@@ -98,14 +106,26 @@ class TaskBackend:
         request_max_age: float | None = None,
         app: str = DEFAULT_APP,
         replicas: int | None = None,
+        create: bool = True,
     ) -> TaskBackend:
         """Ensure the streams and the task-state bucket exist, and bind them.
 
         ``request_max_age`` (seconds): see :func:`ensure_streams` (``None``: what the task
         stream records, 7 days for a new one). ``replicas`` (default: the client's) applies
         to the task stream, the state bucket and the artifact bucket when created.
+        ``create=False`` (read-only tools) binds only: :class:`BucketError` when the task
+        stream or the app's state bucket does not exist, and nothing is created.
         """
         retention = check_retention(retention)
+        if not create:
+            for stream in (TASK_STREAM, f"KV_{state_bucket(app)}"):
+                with map_nats_errors(subject=stream):
+                    try:
+                        await client.js.stream_info(stream)
+                    except js_errors.NotFoundError:
+                        raise BucketError(
+                            f"no tasks of app {app!r} yet: {stream} does not exist"
+                        ) from None
         await ensure_streams(client, max_age=request_max_age, replicas=replicas)
         store = await TaskStore.open(client, state_bucket(app), replicas=replicas)
         return cls(

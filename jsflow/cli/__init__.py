@@ -4,8 +4,9 @@
     jsflow worker myapp.tasks:app --concurrency 20 [--ready-file /tmp/ready]
     jsflow serve myapp.tasks:app [--host 127.0.0.1 --port 8000]   HTTP gateway + monitor
     jsflow router rules.toml
-    jsflow tasks list [--status FAILED] [--name send_email]
-    jsflow tasks show <id>      jsflow tasks cancel <id>
+    jsflow tasks list [--status FAILED] [--name send_email] [--limit 20] [--since 1h] [--json]
+    jsflow tasks show <id>      jsflow tasks cancel <id>      jsflow events <id>
+    jsflow schedules list | cancel <id>       jsflow workers      jsflow kv ls|get BUCKET
     jsflow stats [--window 300] [--json]
     jsflow dlq list             jsflow dlq replay <id>... | --all
 
@@ -19,17 +20,16 @@ import asyncio
 import contextlib
 import importlib
 import inspect
-import json
 import os
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from jsflow._js.connection import redact_url, url_secrets
+from jsflow.cli import views
 from jsflow.client import Client, connect
 from jsflow.errors import ConfigError, ConnectionFailedError, InvalidKeyError, JsflowError
 from jsflow.observability import configure_logging
@@ -38,7 +38,6 @@ from jsflow.tasks.app import App
 from jsflow.tasks.backend import TaskBackend
 from jsflow.tasks.errors import TaskNotFoundError
 from jsflow.tasks.router import EventRouter
-from jsflow.tasks.stats import TaskStats, task_stats
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import app_scope
 from jsflow.tasks.worker import Worker
@@ -167,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
         help="only tasks with this status (repeatable)",
     )
     lst.add_argument("--name", default=None, help="only tasks of this task name")
+    views.add_list_options(lst)
     for action in ("show", "cancel"):
         p = tasks_sub.add_parser(action, parents=[common, scoped], help=f"{action} a task")
         p.add_argument("task_id")
@@ -181,10 +181,14 @@ def _parser() -> argparse.ArgumentParser:
 
     dlq = sub.add_parser("dlq", parents=[common], help="failed and dead tasks")
     dlq_sub = dlq.add_subparsers(dest="action", required=True)
-    dlq_sub.add_parser("list", parents=[common, scoped], help="list FAILED and DEAD tasks")
+    dlq_list = dlq_sub.add_parser(
+        "list", parents=[common, scoped], help="list FAILED and DEAD tasks"
+    )
+    views.add_list_options(dlq_list)
     replay = dlq_sub.add_parser("replay", parents=[common, scoped], help="run dead letters again")
     replay.add_argument("task_ids", nargs="*")
     replay.add_argument("--all", action="store_true", help="replay every dead letter")
+    views.add_commands(sub, common, scoped)
     return parser
 
 
@@ -206,34 +210,6 @@ def load_app(spec: str, client: Any) -> Any:
     if callable(obj):
         return obj(client)
     raise ConfigError(f"{spec!r} is neither an App nor a factory of one")
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f}ms" if seconds < 10 else f"{seconds:.1f}s"
-
-
-def _print_stats(rows: list[TaskStats], as_json: bool) -> None:
-    if as_json:
-        for row in rows:
-            _out(json.dumps(row.as_dict(), sort_keys=True))
-        return
-    _out(
-        f"{'task':<24} {'done/s':>7} {'lag':>5} {'acks':>5} {'wait p50/p95':>14} "
-        f"{'run p50/p95':>14} {'retry':>6} {'dead':>6}"
-    )
-    for r in rows:
-        _out(
-            f"{r.name:<24} {r.throughput_per_s:>7.2f} {r.lag:>5} {r.ack_pending:>5} "
-            f"{_ms(r.queue_wait_p50) + '/' + _ms(r.queue_wait_p95):>14} "
-            f"{_ms(r.run_time_p50) + '/' + _ms(r.run_time_p95):>14} "
-            f"{r.retry_rate:>6.1%} {r.dead_letter_rate:>6.1%}"
-        )
-
-
-def _row(info: Any) -> str:
-    return f"{info.id}  {info.name:<24} {info.status.value:<10} attempt={info.attempt}" + (
-        f"  {info.error_type}: {info.error_message}" if info.error_type else ""
-    )
 
 
 async def _until_signalled(coro: Any) -> None:
@@ -348,32 +324,15 @@ async def _run(args: argparse.Namespace) -> int:
             _out(f"router {router.durable} on {router.stream}: {len(router.rules)} rule(s)")
             await _until_signalled(router.run())
             return 0
+        handled = await views.run(args, client)
+        if handled is not None:
+            return handled
         backend = await TaskBackend.open(client, app=app_scope(args.app))
-        if args.command == "stats":
-            _print_stats(await task_stats(backend, window=args.window), args.json)
-            return 0
-        if args.command == "tasks" and args.action == "list":
-            statuses = [TaskStatus(s) for s in args.status]
-            for info in await backend.store.list(statuses=statuses, name=args.name):
-                _out(_row(info))
-            return 0
-        if args.command == "tasks" and args.action == "show":
-            found = await backend.store.info(args.task_id)
-            if found is None:
-                raise TaskNotFoundError(args.task_id)
-            data = asdict(found)
-            data["status"] = found.status.value
-            _out(json.dumps(data, indent=2))
-            return 0
         if args.command == "tasks" and args.action == "cancel":
             done = await backend.cancel(args.task_id)
             _out(f"{args.task_id} {'cancel requested' if done else 'already finished'}")
             return 0
         dead = [TaskStatus.FAILED, TaskStatus.DEAD]
-        if args.action == "list":
-            for info in await backend.store.list(statuses=dead):
-                _out(_row(info))
-            return 0
         ids = list(args.task_ids)
         if args.all:
             ids += [i.id for i in await backend.store.list(statuses=dead)]
@@ -411,13 +370,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jsflow`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
+        views.check_arguments(args)  # a typo fails here, before connecting
         return asyncio.run(_run(args))
+    except BrokenPipeError:
+        # `jsflow tasks list | head`: the reader is gone; stop quietly, as cat does.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except JsflowError as exc:
         _err(f"jsflow: {type(exc).__name__}: {_redacted(str(exc), args.url)}")
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
