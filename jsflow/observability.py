@@ -87,7 +87,6 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     root = logging.getLogger(_INSTRUMENTATION)
     if _HANDLER not in root.handlers:
         root.addHandler(_HANDLER)
-        root.propagate = False
     root.setLevel(level.upper())
 
 
