@@ -81,7 +81,16 @@ from jsflow.flow import (
 )
 from jsflow.keys import key, key_parts, validate_key
 from jsflow.server import EmbeddedServer, LocalCluster, ServerStartError, ensure_server
-from jsflow.store import Change, Entry, KeyListener, ObjectStore, Op, RetryPolicy, Watch
+from jsflow.store import (
+    BucketStatus,
+    Change,
+    Entry,
+    KeyListener,
+    ObjectStore,
+    Op,
+    RetryPolicy,
+    Watch,
+)
 from jsflow.tasks import (
     App,
     ArtifactStore,
@@ -113,6 +122,7 @@ __all__ = [
     "App",
     "ArtifactStore",
     "Batch",
+    "BucketStatus",
     "BetterprotoCodec",
     "BucketError",
     "BytesCodec",

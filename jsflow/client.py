@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from jsflow._js import map_nats_errors
+from jsflow._js import js_errors, map_nats_errors
 from jsflow._js.connection import check_servers, open_connection
 from jsflow._js.headers import MSG_ID
-from jsflow._validate import check_id, check_subject, duration
+from jsflow._validate import check_id, check_name, check_subject, duration
 from jsflow.codec import Codec, encode_value
 from jsflow.connection import Connection, check_replicas
 from jsflow.coordination.counter import Counter
@@ -18,7 +18,7 @@ from jsflow.coordination.rate_limiter import RateLimiter
 from jsflow.coordination.semaphore import Semaphore
 from jsflow.coordination.wait_group import WaitGroup
 from jsflow.observability import get_logger, inject_context
-from jsflow.store import ObjectStore, RetryPolicy, open_store
+from jsflow.store import ObjectStore, RetryPolicy, close_stores, open_store
 
 __all__ = ["Client", "connect"]
 
@@ -107,6 +107,24 @@ class Client(Connection):
         with map_nats_errors(subject=subject):
             ack = await self.js.publish(subject, data, headers=hdrs or None)
         return int(ack.seq)
+
+    async def buckets(self) -> list[str]:
+        """The names of the KV buckets on the server, sorted."""
+        with map_nats_errors():
+            infos = await self.js.streams_info()
+        names = (i.config.name or "" for i in infos)
+        return sorted(n[3:] for n in names if n.startswith("KV_"))
+
+    async def delete_bucket(self, bucket: str) -> bool:
+        """Delete the KV ``bucket`` and everything in it; ``False`` when it did not exist.
+        Stores this client opened on it are closed first."""
+        check_name("bucket", bucket)
+        await close_stores(self, bucket)
+        with map_nats_errors(bucket=bucket):
+            try:
+                return bool(await self.js.delete_stream(f"KV_{bucket}"))
+            except js_errors.NotFoundError:
+                return False
 
     def lock(self, name: str, ttl: float = 10.0, **options: Any) -> Lock:
         """A distributed lease lock named ``name`` (see :class:`jsflow.Lock`)."""

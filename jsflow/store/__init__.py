@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from jsflow.store.listeners import KeyListener
 from jsflow.store.object_store import ObjectStore
-from jsflow.store.registry import open_store
-from jsflow.store.values import MIN_TTL, Change, Entry, Op, RetryPolicy
+from jsflow.store.registry import close_stores, open_store
+from jsflow.store.values import MIN_TTL, BucketStatus, Change, Entry, Op, RetryPolicy
 from jsflow.store.watch import Watch
 
 __all__ = [
     "MIN_TTL",
+    "BucketStatus",
     "Change",
     "Entry",
     "KeyListener",
@@ -31,5 +32,6 @@ __all__ = [
     "Op",
     "RetryPolicy",
     "Watch",
+    "close_stores",
     "open_store",
 ]

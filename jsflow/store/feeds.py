@@ -144,8 +144,10 @@ class OrderedFeed:
         *,
         deliver: Callable[[Msg], None],
         failed: Callable[[ConnectionClosedError], None],
+        start_seq: int | None = None,
     ) -> None:
         self._bucket = bucket
+        self._start = start_seq  # BY_START_SEQUENCE: the first revision to deliver
         self.subject = subject
         self._policy = policy
         self._deliver = deliver
@@ -211,13 +213,15 @@ class OrderedFeed:
         """Where a new consumer starts: after the last revision seen (``None``: the policy)."""
         if self._last or self._floor_known:
             return self._last + 1
-        return None  # nothing delivered yet: the original policy loses nothing
+        return self._start  # nothing delivered yet: the original start loses nothing
 
     async def open(self) -> None:
         """Create the consumer and hook the feed to its client (reconnects, close)."""
         bucket = self._bucket
         client = bucket.connection
-        sub = self._sub = await ordered_subscribe(bucket, self.subject, self._policy, self._on_msg)
+        sub = self._sub = await ordered_subscribe(
+            bucket, self.subject, self._policy, self._on_msg, start_seq=self._start
+        )
         reconnect_relay(client).add(self)
         client.on_close(self._closer)
         if self._watchdog is None:

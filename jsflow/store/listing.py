@@ -5,6 +5,7 @@ pass, and short-lived ordered scans (history)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from jsflow._js import Msg, api, internals, map_nats_errors
 from jsflow.errors import ServerError
@@ -120,3 +121,16 @@ async def scan(
                     return msgs
         finally:
             await bucket.close_subscription(sub)
+
+
+async def stream_info(bucket: Bucket) -> dict[str, Any]:
+    """The bucket stream's ``STREAM.INFO`` reply as the server sent it (nats-py's parsed
+    one drops ``num_subjects``): ``config`` and ``state``."""
+    client = bucket.connection
+    request_subject = f"{internals.api_prefix(client.js)}.STREAM.INFO.{bucket.stream}"
+    with map_nats_errors(bucket=bucket.name):
+        reply = await client.nc.request(request_subject, b"", timeout=client.timeout)
+    info = api_reply(reply.data, bucket=bucket.name)
+    if info is None:
+        raise ServerError(f"unreadable stream info for bucket {bucket.name!r}")
+    return info

@@ -19,7 +19,7 @@ from jsflow.store.cache import RevisionCache
 from jsflow.store.combining import Combiner
 from jsflow.store.entries import EntryCodec
 from jsflow.store.listeners import KeyListener, Listeners
-from jsflow.store.values import Change, Entry, RetryPolicy
+from jsflow.store.values import BucketStatus, Change, Entry, RetryPolicy
 from jsflow.store.watch import Watch
 
 if TYPE_CHECKING:
@@ -118,9 +118,17 @@ class ObjectStore(Generic[T]):
 
     # -- reads -----------------------------------------------------------------------------
 
-    async def get(self, key: str) -> Entry[T] | None:
-        """The current value of ``key``, or ``None`` when absent or deleted."""
+    async def get(self, key: str, *, revision: int | None = None) -> Entry[T] | None:
+        """The current value of ``key``, or ``None`` when absent or deleted. With
+        ``revision``, the value it had at that revision (``None`` when that revision is not
+        one of this key's retained ones, or is a delete)."""
         self._check_key(key)
+        if revision is not None:
+            count("revision", revision, minimum=1)
+            old = await wire.read_revision(self._bucket, key, revision)
+            if old is None or old.data is None:
+                return None
+            return Entry(key, self._entries.decode(key, old), old.revision)
         with tracer().start_as_current_span("jsflow.store.get") as span:
             span.set_attribute("jsflow.bucket", self.bucket)
             span.set_attribute("jsflow.key", key)
@@ -217,10 +225,28 @@ class ObjectStore(Generic[T]):
             count("revision", revision, minimum=0)
         await self._cache.write(key, None, expected=revision, headers=wire.DELETE)
 
-    async def purge(self, key: str) -> None:
-        """Delete ``key`` and every retained revision of it."""
+    async def purge(self, key: str, revision: int | None = None) -> None:
+        """Delete ``key`` and every retained revision of it; with ``revision``, only if
+        that is still the latest revision, else :class:`ConflictError`."""
         self._check_key(key)
-        await self._cache.write(key, None, headers=wire.PURGE)
+        if revision is not None:
+            count("revision", revision, minimum=0)
+        await self._cache.write(key, None, expected=revision, headers=wire.PURGE)
+
+    async def status(self) -> BucketStatus:
+        """What the server holds for this bucket now: values (messages, history included),
+        bytes, keys, and its configuration (history, ttl, replicas)."""
+        info = await listing.stream_info(self._bucket)
+        config, state = info.get("config") or {}, info.get("state") or {}
+        return BucketStatus(
+            bucket=self.bucket,
+            values=int(state.get("messages") or 0),
+            bytes=int(state.get("bytes") or 0),
+            keys=int(state.get("num_subjects") or 0),
+            history=int(config.get("max_msgs_per_subject") or 1),
+            ttl=config["max_age"] / 1e9 if config.get("max_age") else None,
+            replicas=int(config.get("num_replicas") or 1),
+        )
 
     async def reset(self, key: str) -> Entry[T]:
         """Write the empty value ``T()`` with the same compare-and-set loop as :meth:`update`."""
@@ -259,26 +285,42 @@ class ObjectStore(Generic[T]):
         *,
         include_history: bool = False,
         updates_only: bool = False,
+        ignore_deletes: bool = False,
+        from_revision: int | None = None,
     ) -> Watch[T]:
         """Changes of keys matching ``key_or_pattern``, as an async iterator.
 
         By default it first yields the latest value of each matching key, then every change
         as it happens; ``include_history`` replays all retained revisions first, and
-        ``updates_only`` skips the initial values. It survives reconnects and server restarts
+        ``updates_only`` skips the initial values; ``from_revision`` starts at that
+        revision of the bucket (every change since, e.g. to resume a watch kept elsewhere),
+        and ``ignore_deletes`` leaves deletes and purges out. It survives reconnects and
+        server restarts
         without losing or repeating a change. Use ``async with`` (or ``aclose()``) to stop.
         Once its client closes, or its connection closes for good, iterating raises
         :class:`jsflow.ConnectionClosedError` (within about a second).
         """
         validate_pattern(key_or_pattern)
-        if include_history and updates_only:
-            raise ConfigError("include_history and updates_only exclude each other")
-        if include_history:
+        if sum((include_history, updates_only, from_revision is not None)) > 1:
+            raise ConfigError("include_history, updates_only and from_revision exclude each other")
+        start = None
+        if from_revision is not None:
+            start = count("from_revision", from_revision, minimum=1)
+            policy = api.DeliverPolicy.BY_START_SEQUENCE
+        elif include_history:
             policy = api.DeliverPolicy.ALL
         elif updates_only:
             policy = api.DeliverPolicy.NEW
         else:
             policy = api.DeliverPolicy.LAST_PER_SUBJECT
-        return Watch(self._bucket, self._entries, key_or_pattern, policy)
+        return Watch(
+            self._bucket,
+            self._entries,
+            key_or_pattern,
+            policy,
+            ignore_deletes=ignore_deletes,
+            start_seq=start,
+        )
 
     async def listen(self, key: str) -> KeyListener[T]:
         """Register for changes of ``key`` on the store's one shared watch of the bucket.

@@ -14,7 +14,7 @@ from jsflow.store.values import RetryPolicy
 if TYPE_CHECKING:
     from jsflow.connection import Connection
 
-__all__ = ["open_store"]
+__all__ = ["close_stores", "open_store"]
 
 T = TypeVar("T")
 
@@ -68,3 +68,11 @@ async def open_store(
             cache.stores[cache_key] = store
             connection.on_close(store)
     return store
+
+
+async def close_stores(connection: Connection, bucket: str) -> None:
+    """Close and forget the stores of ``bucket`` this connection opened (before the bucket
+    is deleted: their watches and cache would refer to what is gone)."""
+    cache = connection.shared(_StoreCache, _StoreCache)
+    for key in [k for k in cache.stores if k[0] == bucket]:
+        await cache.stores.pop(key).aclose()

@@ -12,7 +12,7 @@ from jsflow._validate import count, duration
 from jsflow.backoff import Backoff
 from jsflow.errors import ConfigError
 
-__all__ = ["MIN_TTL", "Change", "Entry", "Op", "Raw", "RetryPolicy"]
+__all__ = ["MIN_TTL", "BucketStatus", "Change", "Entry", "Op", "Raw", "RetryPolicy"]
 
 T = TypeVar("T")
 
@@ -80,6 +80,21 @@ class RetryPolicy:
             maximum=self.max_backoff,
             jitter=1.0,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class BucketStatus:
+    """A bucket as the server holds it: ``values`` (stored messages, history included),
+    ``bytes``, ``keys`` (subjects holding a value or marker), ``history`` (revisions kept
+    per key), ``ttl`` (seconds; ``None``: none) and ``replicas``."""
+
+    bucket: str
+    values: int
+    bytes: int
+    keys: int
+    history: int
+    ttl: float | None
+    replicas: int
 
 
 @dataclass(slots=True)

@@ -27,9 +27,17 @@ class Watch(Generic[T]):
     """
 
     def __init__(
-        self, bucket: Bucket, entries: EntryCodec[T], pattern: str, policy: api.DeliverPolicy
+        self,
+        bucket: Bucket,
+        entries: EntryCodec[T],
+        pattern: str,
+        policy: api.DeliverPolicy,
+        *,
+        ignore_deletes: bool = False,
+        start_seq: int | None = None,
     ) -> None:
         self._entries = entries
+        self._ignore_deletes = ignore_deletes
         # ``None`` is put by :meth:`aclose` to end an iteration waiting in another task.
         self._queue: asyncio.Queue[Change[T] | BaseException | None] = asyncio.Queue()
         self._feed = OrderedFeed(
@@ -38,6 +46,7 @@ class Watch(Generic[T]):
             policy,
             deliver=self._on_msg,
             failed=self._queue.put_nowait,
+            start_seq=start_seq,
         )
         self._starting: asyncio.Lock | None = None
 
@@ -46,6 +55,8 @@ class Watch(Generic[T]):
             change = self._entries.change(msg)
         except CodecError as exc:
             self._queue.put_nowait(exc)
+            return
+        if self._ignore_deletes and change.value is None:
             return
         self._queue.put_nowait(change)
 

@@ -124,6 +124,22 @@ async def read(bucket: Bucket, key: str) -> Raw:
     return Raw(int(msg.seq or 0), (msg.data or b"") if op is Op.PUT else None)
 
 
+async def read_revision(bucket: Bucket, key: str, revision: int) -> Raw | None:
+    """``key``'s entry at ``revision`` (``None``: no such revision of this key retained;
+    ``data is None``: that revision is a delete)."""
+    with map_nats_errors(bucket=bucket.name, key=key):
+        try:
+            msg = await bucket.connection.js.get_msg(
+                bucket.stream, seq=revision, direct=bucket.direct_reads
+            )
+        except js_errors.NotFoundError:
+            return None
+    if msg.subject != bucket.subject(key):
+        return None  # that sequence is another key's write
+    op = op_of(msg.headers)
+    return Raw(int(msg.seq or revision), (msg.data or b"") if op is Op.PUT else None)
+
+
 async def publish(
     bucket: Bucket,
     key: str,
