@@ -14,8 +14,12 @@ import json
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar, get_origin, runtime_checkable
 
-import betterproto
 from google.protobuf.message import Message as ProtobufMessage
+
+try:  # optional (the jsflow[betterproto] extra): a pinned beta with dependencies of its own
+    import betterproto
+except ImportError:  # pragma: no cover - installed in the test environment
+    betterproto = None  # type: ignore[assignment]
 
 from jsflow._jsontypes import converter, is_pydantic_model, model_error
 from jsflow.errors import CodecError, ConfigError
@@ -268,7 +272,7 @@ def _is_protobuf(tp: type) -> bool:
 
 
 def _is_betterproto(tp: type) -> bool:
-    return issubclass(tp, betterproto.Message)
+    return betterproto is not None and issubclass(tp, betterproto.Message)
 
 
 def codec_for(tp: type[T], codec: Codec[T] | None = None) -> Codec[T]:
