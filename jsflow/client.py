@@ -18,7 +18,7 @@ from jsflow.coordination.rate_limiter import RateLimiter
 from jsflow.coordination.semaphore import Semaphore
 from jsflow.coordination.wait_group import WaitGroup
 from jsflow.observability import get_logger, inject_context
-from jsflow.store import ObjectStore, RetryPolicy, close_stores, open_store
+from jsflow.store import ObjectStore, RetryPolicy, StoreOptions, close_stores, open_store
 
 __all__ = ["Client", "connect"]
 
@@ -67,18 +67,10 @@ class Client(Connection):
         combining of concurrent updates spans every caller. ``replicas`` defaults to the
         client's; a bucket that exists keeps its own.
         """
-        return await open_store(
-            self,
-            bucket,
-            tp,
-            ttl=ttl,
-            history=history,
-            replicas=replicas,
-            codec=codec,
-            max_value_size=max_value_size,
-            retry=retry,
-            cache_size=cache_size,
-        )
+        options = StoreOptions(
+            ttl, history, replicas, codec, max_value_size, retry, cache_size
+        )  # checked here, before any I/O
+        return await open_store(self, bucket, tp, options)
 
     async def publish(
         self,

@@ -49,7 +49,7 @@ from jsflow.errors import (
 )
 from jsflow.keys import validate_key
 from jsflow.observability import get_logger, instruments, tracer
-from jsflow.store import MIN_TTL, KeyListener, ObjectStore, open_store
+from jsflow.store import MIN_TTL, KeyListener, ObjectStore, StoreOptions, open_store
 
 if TYPE_CHECKING:
     from jsflow.connection import Connection
@@ -494,7 +494,9 @@ class LeasedPrimitive:
         return self._token
 
     async def _store(self) -> ObjectStore[Lease]:
-        return await open_store(self._client, self.bucket, Lease, replicas=self.replicas)
+        return await open_store(
+            self._client, self.bucket, Lease, StoreOptions(replicas=self.replicas)
+        )
 
     # -- acquire / release -----------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from jsflow.connection import check_replicas
 from jsflow.errors import ConfigError, ServerError
 from jsflow.keys import validate_key
 from jsflow.observability import get_logger, tracer
-from jsflow.store import open_store
+from jsflow.store import StoreOptions, open_store
 
 if TYPE_CHECKING:
     from jsflow.connection import Connection
@@ -113,7 +113,7 @@ class Counter:
                 await self._ensure_stream()
             else:
                 self._store = await open_store(
-                    self._client, self.bucket, CounterState, replicas=self._replicas
+                    self._client, self.bucket, CounterState, StoreOptions(replicas=self._replicas)
                 )
             self._native = native
             _log.debug("counter.ready", counter=self.name, native=native)

@@ -39,7 +39,7 @@ from jsflow.coordination.rates import parse_rate
 from jsflow.errors import ConfigError, ConflictError, RateLimitExceeded
 from jsflow.keys import validate_key
 from jsflow.observability import get_logger, instruments, tracer
-from jsflow.store import open_store
+from jsflow.store import StoreOptions, open_store
 
 if TYPE_CHECKING:
     from jsflow.connection import Connection
@@ -258,7 +258,10 @@ class RateLimiter:
             async with self._store_lock:
                 if self._store is None:
                     self._store = await open_store(
-                        self._client, self.bucket, RateLimitState, replicas=self.replicas
+                        self._client,
+                        self.bucket,
+                        RateLimitState,
+                        StoreOptions(replicas=self.replicas),
                     )
         return self._store
 

@@ -18,7 +18,7 @@ from jsflow.coordination._lease import check_timeout
 from jsflow.errors import NegativeCountError, RequestTimeoutError
 from jsflow.keys import validate_key
 from jsflow.observability import tracer
-from jsflow.store import ObjectStore, open_store
+from jsflow.store import ObjectStore, StoreOptions, open_store
 
 if TYPE_CHECKING:
     from jsflow.connection import Connection
@@ -51,7 +51,9 @@ class WaitGroup:
         self.recheck = duration("recheck", recheck)
 
     async def _store(self) -> ObjectStore[WaitGroupState]:
-        return await open_store(self._client, self.bucket, WaitGroupState, replicas=self.replicas)
+        return await open_store(
+            self._client, self.bucket, WaitGroupState, StoreOptions(replicas=self.replicas)
+        )
 
     async def add(self, n: int = 1) -> int:
         """Add ``n`` (may be negative) to the count and return the new count.

@@ -19,7 +19,15 @@ from __future__ import annotations
 from jsflow.store.listeners import KeyListener
 from jsflow.store.object_store import ObjectStore
 from jsflow.store.registry import close_stores, open_store
-from jsflow.store.values import MIN_TTL, BucketStatus, Change, Entry, Op, RetryPolicy
+from jsflow.store.values import (
+    MIN_TTL,
+    BucketStatus,
+    Change,
+    Entry,
+    Op,
+    RetryPolicy,
+    StoreOptions,
+)
 from jsflow.store.watch import Watch
 
 __all__ = [
@@ -31,6 +39,7 @@ __all__ = [
     "ObjectStore",
     "Op",
     "RetryPolicy",
+    "StoreOptions",
     "Watch",
     "close_stores",
     "open_store",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from jsflow._js import api
-from jsflow._validate import check_name, count, one_of, optional_duration
+from jsflow._validate import check_name, count
 from jsflow.codec import Codec, codec_for
 from jsflow.connection import check_replicas
 from jsflow.errors import ConfigError, ConflictError, JsflowError, KeyExistsError
@@ -19,7 +19,7 @@ from jsflow.store.cache import RevisionCache
 from jsflow.store.combining import Combiner
 from jsflow.store.entries import EntryCodec
 from jsflow.store.listeners import KeyListener, Listeners
-from jsflow.store.values import BucketStatus, Change, Entry, RetryPolicy
+from jsflow.store.values import BucketStatus, Change, Entry, RetryPolicy, StoreOptions
 from jsflow.store.watch import Watch
 
 if TYPE_CHECKING:
@@ -69,42 +69,29 @@ class ObjectStore(Generic[T]):
         client: Connection,
         bucket: str,
         tp: type[T],
-        *,
-        ttl: float | None = None,
-        history: int = 1,
-        replicas: int | None = None,
-        codec: Codec[T] | None = None,
-        max_value_size: int | None = None,
-        retry: RetryPolicy | None = None,
-        cache_size: int = 1024,
+        options: StoreOptions[T] | None = None,
     ) -> ObjectStore[T]:
         """Create or bind ``bucket`` (idempotent); prefer :meth:`jsflow.Client.object_store`."""
         check_name("bucket", bucket)
-        ttl = optional_duration("ttl", ttl)
-        history = count("history", history, minimum=1, maximum=64)
-        replicas = check_replicas(replicas, client.replicas)
-        cache_size = count("cache_size", cache_size, minimum=0)
-        if max_value_size is not None:
-            max_value_size = count("max_value_size", max_value_size, minimum=1)
-        if retry is not None:
-            one_of("retry", retry, RetryPolicy)
-        resolved = codec_for(tp, codec)
+        opts: StoreOptions[T] = options if options is not None else StoreOptions()
+        resolved = codec_for(tp, opts.codec)
         server_max = int(client.nc.max_payload) - 1024  # room for headers
-        limit = min(max_value_size, server_max) if max_value_size else server_max
+        max_size = opts.max_value_size
+        limit = min(max_size, server_max) if max_size else server_max
         replicas = await create_or_bind(
             client,
             bucket,
-            ttl=ttl,
-            history=history,
-            replicas=replicas,
-            max_value_size=max_value_size,
+            ttl=opts.ttl,
+            history=opts.history,
+            replicas=check_replicas(opts.replicas, client.replicas),
+            max_value_size=max_size,
         )
         return cls(
             client,
             bucket,
             resolved,
-            retry=retry or RetryPolicy(),
-            cache_size=cache_size,
+            retry=opts.retry or RetryPolicy(),
+            cache_size=opts.cache_size,
             max_value_size=limit,
             leader_reads=replicas > 1,
         )

@@ -6,10 +6,8 @@ import asyncio
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from jsflow._validate import check_name
-from jsflow.codec import Codec
-from jsflow.connection import check_replicas
 from jsflow.store.object_store import ObjectStore
-from jsflow.store.values import RetryPolicy
+from jsflow.store.values import StoreOptions
 
 if TYPE_CHECKING:
     from jsflow.connection import Connection
@@ -32,39 +30,23 @@ async def open_store(
     connection: Connection,
     bucket: str,
     tp: type[T],
-    *,
-    ttl: float | None = None,
-    history: int = 1,
-    replicas: int | None = None,
-    codec: Codec[T] | None = None,
-    max_value_size: int | None = None,
-    retry: RetryPolicy | None = None,
-    cache_size: int = 1024,
+    options: StoreOptions[T] | None = None,
 ) -> ObjectStore[T]:
     """Create or bind the KV ``bucket`` holding values of type ``tp`` (idempotent); the
-    one store of this connection for that bucket, type and codec. ``replicas`` defaults to
-    the connection's. Closed with the connection. See :meth:`jsflow.Client.object_store`."""
+    one store of this connection for that bucket, type and codec. ``options``' replicas
+    default to the connection's. Closed with the connection. See
+    :meth:`jsflow.Client.object_store`."""
     check_name("bucket", bucket)
+    opts: StoreOptions[T] = options if options is not None else StoreOptions()
     cache = connection.shared(_StoreCache, _StoreCache)
-    cache_key = (bucket, tp, id(codec))
+    cache_key = (bucket, tp, id(opts.codec))
     store = cache.stores.get(cache_key)
     if store is not None and not store.closed:
         return store
     async with cache.locks.setdefault(bucket, asyncio.Lock()):
         store = cache.stores.get(cache_key)
         if store is None or store.closed:
-            store = await ObjectStore.open(
-                connection,
-                bucket,
-                tp,
-                ttl=ttl,
-                history=history,
-                replicas=check_replicas(replicas, connection.replicas),
-                codec=codec,
-                max_value_size=max_value_size,
-                retry=retry,
-                cache_size=cache_size,
-            )
+            store = await ObjectStore.open(connection, bucket, tp, opts)
             cache.stores[cache_key] = store
             connection.on_close(store)
     return store

@@ -8,11 +8,22 @@ import enum
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from jsflow._validate import count, duration
+from jsflow._validate import count, duration, one_of, optional_duration
 from jsflow.backoff import Backoff
+from jsflow.codec import Codec
+from jsflow.connection import check_replicas
 from jsflow.errors import ConfigError
 
-__all__ = ["MIN_TTL", "BucketStatus", "Change", "Entry", "Op", "Raw", "RetryPolicy"]
+__all__ = [
+    "MIN_TTL",
+    "BucketStatus",
+    "Change",
+    "Entry",
+    "Op",
+    "Raw",
+    "RetryPolicy",
+    "StoreOptions",
+]
 
 T = TypeVar("T")
 
@@ -80,6 +91,34 @@ class RetryPolicy:
             maximum=self.max_backoff,
             jitter=1.0,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOptions(Generic[T]):
+    """How a store is opened (see :meth:`jsflow.Client.object_store`), checked when made,
+    before any I/O: ``ttl`` of every key (seconds), ``history`` (revisions kept per key,
+    1-64), ``replicas`` (1-5; ``None``: the client's), ``codec`` (``None``: inferred from
+    the type), ``max_value_size`` (bytes), ``retry`` (:class:`RetryPolicy` of updates) and
+    ``cache_size`` (keys whose last revision is remembered)."""
+
+    ttl: float | None = None
+    history: int = 1
+    replicas: int | None = None
+    codec: Codec[T] | None = None
+    max_value_size: int | None = None
+    retry: RetryPolicy | None = None
+    cache_size: int = 1024
+
+    def __post_init__(self) -> None:
+        optional_duration("ttl", self.ttl)
+        count("history", self.history, minimum=1, maximum=64)
+        if self.replicas is not None:
+            check_replicas(self.replicas)
+        count("cache_size", self.cache_size, minimum=0)
+        if self.max_value_size is not None:
+            count("max_value_size", self.max_value_size, minimum=1)
+        if self.retry is not None:
+            one_of("retry", self.retry, RetryPolicy)
 
 
 @dataclass(frozen=True, slots=True)
