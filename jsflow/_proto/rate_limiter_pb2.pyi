@@ -7,9 +7,11 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RateLimitState(_message.Message):
-    __slots__ = ("tat", "window")
+    __slots__ = ("tat", "window", "tat_ns")
     TAT_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
+    TAT_NS_FIELD_NUMBER: _ClassVar[int]
     tat: float
     window: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, tat: _Optional[float] = ..., window: _Optional[_Iterable[float]] = ...) -> None: ...
+    tat_ns: int
+    def __init__(self, tat: _Optional[float] = ..., window: _Optional[_Iterable[float]] = ..., tat_ns: _Optional[int] = ...) -> None: ...

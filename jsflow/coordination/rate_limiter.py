@@ -95,20 +95,28 @@ def _gcra_step(
     ``interval`` is seconds per unit (``per / rate``). Units are admitted at the earliest
     time ``at >= now`` with ``max(tat, now) + cost * interval <= at + burst * interval``; when
     ``at - now <= horizon`` the units are reserved for ``at`` (``horizon=0``: only now).
+    The arrival time is kept in integer nanoseconds and each step rounded up: rounding can
+    only admit less, never more (a float of Unix seconds would round every step to ~0.24 us
+    and, at a million units a second, admit more than the burst).
     """
-    base = max(state.tat, now)
-    new_tat = base + cost * interval
-    at = max(now, new_tat - burst * interval)
-    wait = at - now
+    unit = math.ceil(interval * 1e9)  # one unit's spacing, rounded up: never faster
+    step = cost * unit
+    allowance = burst * unit
+    now_ns = math.floor(now * 1e9)
+    tat = state.tat_ns or math.ceil(state.tat * 1e9)
+    base = max(tat, now_ns)
+    new_tat = base + step
+    at = max(now_ns, new_tat - allowance)
+    wait = (at - now_ns) / 1e9
     if wait <= _EPS:
-        state.tat = new_tat
-        remaining = math.floor((now + burst * interval - new_tat) / interval + _EPS)
-        return _Plan(True, 0.0, max(0, remaining))
+        state.tat_ns = new_tat
+        state.tat = 0.0
+        return _Plan(True, 0.0, max(0, (now_ns + allowance - new_tat) // unit))
     if wait <= horizon:
-        state.tat = new_tat
+        state.tat_ns = new_tat
+        state.tat = 0.0
         return _Plan(True, wait, 0)
-    remaining = math.floor((now + burst * interval - base) / interval + _EPS)
-    return _Plan(False, wait, max(0, remaining))
+    return _Plan(False, wait, max(0, (now_ns + allowance - base) // unit))
 
 
 def _window_step(
