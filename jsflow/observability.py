@@ -23,6 +23,7 @@ The instruments, one catalog for every layer (:func:`instruments`), all prefixed
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import sys
 from collections.abc import Mapping, MutableMapping
@@ -35,14 +36,24 @@ from opentelemetry import metrics, propagate, trace
 
 from jsflow.errors import ConfigError
 
+
+def count(name: str, value: object, *, minimum: int, maximum: int) -> int:
+    """``value`` as an int within bounds, else :class:`ConfigError` naming ``name``."""
+    if type(value) is not int or not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be an integer from {minimum} to {maximum}, got {value!r}")
+    return value
+
+
 __all__ = [
     "Instruments",
     "configure_logging",
+    "enable_prometheus",
     "extracted_context",
     "get_logger",
     "inject_context",
     "instruments",
     "meter",
+    "prometheus_text",
     "tracer",
 ]
 
@@ -88,6 +99,42 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     if _HANDLER not in root.handlers:
         root.addHandler(_HANDLER)
     root.setLevel(level.upper())
+
+
+_PROMETHEUS: list[Any] = []  # the PrometheusMetricReader once enable_prometheus() ran
+
+
+def enable_prometheus(port: int | None = None) -> None:
+    """Export jsflow's instruments (and any others on the global meter provider) in the
+    Prometheus format: installs an OpenTelemetry SDK meter provider with the Prometheus
+    reader (once per process), and serves ``/metrics`` on ``port`` when given (a worker);
+    the gateway's ``GET /metrics`` includes them. Needs the ``jsflow[prometheus]`` extra
+    (:class:`ConfigError` naming it otherwise)."""
+    if port is not None:
+        count("port", port, minimum=1, maximum=65535)
+    try:
+        exporter = importlib.import_module("opentelemetry.exporter.prometheus")
+        sdk_metrics = importlib.import_module("opentelemetry.sdk.metrics")
+        client = importlib.import_module("prometheus_client")
+    except ImportError as exc:
+        raise ConfigError(
+            f"Prometheus export needs the jsflow[prometheus] extra ({exc.name} is missing)"
+        ) from None
+    if not _PROMETHEUS:
+        reader = exporter.PrometheusMetricReader()
+        metrics.set_meter_provider(sdk_metrics.MeterProvider(metric_readers=[reader]))
+        _PROMETHEUS.append(reader)
+    if port is not None:
+        client.start_http_server(port)
+
+
+def prometheus_text() -> str:
+    """The instruments in the Prometheus text format (empty unless
+    :func:`enable_prometheus` ran)."""
+    if not _PROMETHEUS:
+        return ""
+    client = importlib.import_module("prometheus_client")
+    return str(client.generate_latest().decode())
 
 
 def get_logger(name: str, **initial: Any) -> Any:

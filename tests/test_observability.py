@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -289,3 +290,22 @@ async def test_stats_come_from_the_server_not_from_one_process(
     assert row.lag == 0 and row.ack_pending == 0
     assert 0 <= row.run_time_p50 <= row.run_time_p95
     assert row.completion_p95 >= row.queue_wait_p95
+
+
+def test_prometheus_export_serves_jsflow_instruments() -> None:
+    # a worker process: `jsflow worker --metrics-port N` does this
+    script = (
+        "import asyncio, socket, urllib.request\n"
+        "from jsflow.observability import enable_prometheus, instruments, prometheus_text\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()\n"
+        "enable_prometheus(port)\n"
+        "instruments().tasks_submitted.add(3, {'task': 'charge'})\n"
+        "body = urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics').read().decode()\n"
+        "assert 'jsflow_tasks_submitted' in body and 'charge' in body, body\n"
+        "assert 'jsflow_tasks_submitted' in prometheus_text()\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stdout + result.stderr

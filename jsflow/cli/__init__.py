@@ -32,7 +32,7 @@ from jsflow._js.connection import redact_url, url_secrets
 from jsflow.cli import views
 from jsflow.client import Client, connect
 from jsflow.errors import ConfigError, ConnectionFailedError, InvalidKeyError, JsflowError
-from jsflow.observability import configure_logging
+from jsflow.observability import configure_logging, enable_prometheus
 from jsflow.server import EmbeddedServer, LocalCluster
 from jsflow.tasks.app import App
 from jsflow.tasks.backend import TaskBackend
@@ -110,6 +110,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--tasks", default=None, help="comma-separated task names to run")
     worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve jsflow's metrics for Prometheus on PORT (needs jsflow[prometheus])",
+    )
+    worker.add_argument(
         "--ready-file",
         default=None,
         metavar="PATH",
@@ -143,6 +150,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--log-level", default="info", help="uvicorn's log level (info; warning, debug, ...)"
+    )
+    serve.add_argument(
+        "--metrics",
+        action="store_true",
+        help="add jsflow's own metrics to GET /metrics (needs jsflow[prometheus])",
     )
 
     router = sub.add_parser(
@@ -272,6 +284,8 @@ async def _work(worker: Worker, ready_file: str | None) -> None:
 
 async def _serve_web(args: argparse.Namespace, client: Client) -> int:
     """``jsflow serve``: the gateway and monitor under uvicorn, until Ctrl-C or SIGTERM."""
+    if args.metrics:
+        enable_prometheus()
     try:
         web = importlib.import_module("jsflow.web")
         uvicorn = importlib.import_module("uvicorn")
@@ -312,6 +326,8 @@ async def _run(args: argparse.Namespace) -> int:
             return await _serve_web(args, client)
         if args.command == "worker":
             configure_logging(args.log_level, args.log_format)
+            if args.metrics_port is not None:
+                enable_prometheus(args.metrics_port)
             app = await _load(args.app, client)
             names = args.tasks.split(",") if args.tasks else None
             worker = app.worker(args.concurrency, ack_wait=args.ack_wait, tasks=names)

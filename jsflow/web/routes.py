@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 
 from jsflow.client import Client
 from jsflow.errors import ConfigError, ConnectionClosedError, JsflowError, PayloadTooLargeError
-from jsflow.observability import get_logger
+from jsflow.observability import get_logger, prometheus_text
 from jsflow.tasks.app import App
 from jsflow.tasks.events import TaskEvents
 from jsflow.tasks.streams import validate_name
@@ -133,7 +133,10 @@ class _Endpoints:
             "# TYPE jsflow_gateway_firehose_clients gauge",
             f"jsflow_gateway_firehose_clients {self.gw.firehose.subscriber_count}",
         ]
-        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+        # jsflow's OpenTelemetry instruments, when this process exports them to Prometheus
+        # (jsflow.observability.enable_prometheus, `jsflow serve --metrics`).
+        text = "\n".join(lines) + "\n" + prometheus_text()
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     # -- apps and tasks --------------------------------------------------------------------
 
