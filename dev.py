@@ -46,9 +46,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 def ensure_browser() -> None:
-    """Debian's chromium for the monitor's browser test (tests/test_web_browser.py, driven
-    by playwright from the dev extra): installed with apt-get when this runs as root and it
-    is missing. Never fails the run: without it that one test skips and says why."""
+    """Debian's chromium for the monitor's browser test (tests/system/
+    test_monitor_browser.py, driven by playwright from the dev extra): installed with
+    apt-get when this runs as root and it is missing. Never fails the run: without it that
+    one test skips and says why."""
     if os.name != "posix" or CHROMIUM.exists():
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:

@@ -54,6 +54,7 @@ __all__ = [
     "instruments",
     "meter",
     "prometheus_text",
+    "reset_logging",
     "tracer",
 ]
 
@@ -65,6 +66,7 @@ _PROCESSORS: list[Any] = [
 ]
 
 
+_DEFAULT_PROCESSORS = list(_PROCESSORS)
 _LEVELS = ("debug", "info", "warning", "error")
 _FORMATS = ("console", "json", "logfmt")
 _HANDLER = logging.StreamHandler(sys.stderr)  # installed by configure_logging, once
@@ -135,6 +137,16 @@ def prometheus_text() -> str:
         return ""
     client = importlib.import_module("prometheus_client")
     return str(client.generate_latest().decode())
+
+
+def reset_logging() -> None:
+    """Undo :func:`configure_logging`: jsflow's default rendering, no handler of its own,
+    the level left to the application (what a test suite calls between tests)."""
+    _PROCESSORS[:] = _DEFAULT_PROCESSORS
+    root = logging.getLogger(_INSTRUMENTATION)
+    if _HANDLER in root.handlers:
+        root.removeHandler(_HANDLER)
+    root.setLevel(logging.NOTSET)
 
 
 def get_logger(name: str, **initial: Any) -> Any:

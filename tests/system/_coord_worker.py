@@ -1,6 +1,6 @@
 """Helper process for multi-process lock tests (not a test module).
 
-    python tests/_coord_worker.py URL LOCK_BUCKET LOCK_NAME DATA_BUCKET ROUNDS
+    python tests/system/_coord_worker.py URL LOCK_BUCKET LOCK_NAME DATA_BUCKET ROUNDS
 
 Does ROUNDS times: take the lock, read the plain counter key ``count`` of DATA_BUCKET with a
 raw get, write it back plus one with a raw put (not atomic: only the lock protects it), and

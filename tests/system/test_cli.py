@@ -1,4 +1,5 @@
-"""The jsflow command: tasks list/show/cancel, dlq list/replay, and a worker process."""
+"""The jsflow command: tasks list/show/cancel (of one app), dlq list/replay, a worker process,
+``jsflow server``, and errors that are clear and never show a password."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,12 +19,11 @@ import jsflow
 from jsflow.cli import main
 from jsflow.tasks.app import App
 from jsflow.tasks.status import TaskStatus
+from tests.support.names import free_port, uniq
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+PASSWORD = "pw-s3cret-4d1e"
 
 
 async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -140,10 +139,7 @@ async def test_cli_without_a_server_fails_with_one_clear_error(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # given a URL where no server listens
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"nats://127.0.0.1:{port}"
+    url = f"nats://127.0.0.1:{free_port()}"
     # when a command runs against it
     for argv in (["tasks", "list"], ["worker", "nosuch:app"]):
         code = await asyncio.to_thread(main, ["--url", url, *argv])
@@ -176,3 +172,99 @@ async def test_cli_rejects_bad_arguments_clearly(
     with pytest.raises(SystemExit) as exited:
         main(["--help"])
     assert exited.value.code == 0 and "JSFLOW_URL" in capsys.readouterr().out
+
+
+async def test_dlq_replay_replays_every_id_and_reports_each_unknown_one(
+    jsflow_server: jsflow.EmbeddedServer,
+    jsflow_client: jsflow.Client,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # given one failed task
+    app = App(jsflow_client, "t")
+
+    @app.task(name=f"clidlq_{uuid.uuid4().hex[:8]}", retries=0)
+    async def broken(x: int) -> int:
+        raise RuntimeError("always")
+
+    async with asyncio.timeout(30):
+        async with app.worker():
+            failed = await broken.submit(1)
+            await failed.wait(timeout=10)
+        capsys.readouterr()
+        # when replaying it between two unknown ids
+        ids = ["nope-1", failed.id, "nope-2"]
+        argv = ["--url", jsflow_server.url, "dlq", "replay", *ids, "--app", app.scope]
+        code = await asyncio.to_thread(main, argv)
+    captured = capsys.readouterr()
+    # then the known one is replayed, each unknown one is reported, and the exit status is 1
+    assert f"{failed.id} replayed" in captured.out
+    assert "nope-1" in captured.err and "nope-2" in captured.err
+    assert code == 1
+
+
+async def test_cli_tasks_list_with_app_lists_that_apps_tasks_only(
+    jsflow_server: jsflow.EmbeddedServer,
+    jsflow_client: jsflow.Client,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # given a pending task of app N and one of the default app, of one task name
+    name = uniq("listed")
+    ledger, default = App(jsflow_client, uniq("ledger")), App(jsflow_client)
+    fns = {}
+    for label, app in (("ledger", ledger), ("default", default)):
+
+        async def listed() -> None:
+            return None
+
+        fns[label] = app.task(name=name)(listed)
+    mine = await fns["ledger"].submit()
+    theirs = await fns["default"].submit()
+    capsys.readouterr()
+
+    async def tasks_list(*extra: str) -> tuple[int, str]:
+        argv = ["--url", jsflow_server.url, "tasks", "list", "--name", name, *extra]
+        code = await asyncio.to_thread(main, argv)
+        return code, capsys.readouterr().out
+
+    async with asyncio.timeout(30):
+        # when listing with --app N, then only N's task is listed
+        code, out = await tasks_list("--app", ledger.name)
+        assert code == 0 and mine.id in out and theirs.id not in out
+        # and without --app, only the default app's
+        code, out = await tasks_list()
+        assert code == 0 and theirs.id in out and mine.id not in out
+
+
+async def test_jsflow_server_serves_jetstream_until_interrupted() -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "jsflow.cli", "server", "--port", str(port),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(30):
+            assert proc.stdout is not None
+            line = (await proc.stdout.readline()).decode()
+            assert f"nats://127.0.0.1:{port}" in line
+            async with await jsflow.connect(f"nats://127.0.0.1:{port}") as client:
+                store = await client.object_store("cli_server", int)
+                await store.put("k", 1)
+                assert (await store.get("k")).value == 1  # type: ignore[union-attr]
+            proc.send_signal(signal.SIGINT)
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_cli_errors_never_show_the_password_of_the_url(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"nats://alice:{PASSWORD}@127.0.0.1:{free_port()}"
+    async with asyncio.timeout(15):
+        code = await asyncio.to_thread(main, ["--url", url, "tasks", "list"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "alice:***@127.0.0.1" in captured.err
+    assert PASSWORD not in captured.err + captured.out

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import pytest
-import pytest_asyncio
 
 import jsflow
 
 pytestmark = pytest.mark.cluster
 T = TypeVar("T")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def cluster() -> AsyncIterator[jsflow.LocalCluster]:
-    """One 3-node cluster for this module's tests."""
-    async with jsflow.LocalCluster(3) as c:
-        yield c
 
 
 @dataclass

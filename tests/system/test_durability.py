@@ -1,4 +1,6 @@
-"""Acknowledged writes survive a graceful restart and a SIGKILL of the server."""
+"""Across server restarts: acknowledged writes survive a graceful restart and a SIGKILL,
+clients reconnect and keep working, and watches and listeners go on without loss or
+repeat."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import pytest
 import pytest_asyncio
 
 import jsflow
+from tests.support.watch import STEP, consumer_count, next_change
 
 
 @pytest_asyncio.fixture
@@ -108,3 +111,92 @@ async def test_sync_always_server_keeps_acknowledged_writes_across_kill_9() -> N
         # then every acknowledged write is there
         assert await _read_all(srv.url, sorted(acked)) == acked
     assert not conf.exists()
+
+
+async def test_watch_survives_server_restart_without_loss_or_repeat(
+    server: jsflow.EmbeddedServer,
+) -> None:
+    # given a watch that has seen some writes (history keeps every revision of the key, so
+    # a consumer re-created after the restart can still deliver each one)
+    async with await jsflow.connect(server.url) as client:
+        store = await client.object_store("restart", int, history=20)
+        async with store.watch(updates_only=True) as watch:
+            before = [await store.put("k", i) for i in range(5)]
+            seen = [await next_change(watch) for _ in range(3)]
+            # when the server restarts, and more is written once the client reconnects
+            await server.restart()
+            after = []
+            for i in range(5, 10):
+                for _ in range(100):
+                    try:
+                        after.append(await store.put("k", i))
+                        break
+                    except (jsflow.ConnectionFailedError, jsflow.RequestTimeoutError):
+                        await asyncio.sleep(0.1)
+            assert len(after) == 5
+            seen += [await next_change(watch) for _ in range(7)]
+            # then every revision came exactly once, in order
+            assert [c.revision for c in seen] == [e.revision for e in before + after]
+            assert [c.value for c in seen] == list(range(10))
+            # and nothing more is pending
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(anext(watch), 1.5)
+
+
+async def put_when_back(store: jsflow.ObjectStore[int], key: str, value: int) -> jsflow.Entry[int]:
+    """Write once the client has reconnected to the restarted server (bounded retries)."""
+    for _ in range(100):
+        try:
+            return await store.put(key, value)
+        except (jsflow.ConnectionFailedError, jsflow.RequestTimeoutError, jsflow.ServerError):
+            await asyncio.sleep(0.1)
+    raise AssertionError("the server did not come back")
+
+
+async def test_listeners_wake_after_a_server_restart(
+    server: jsflow.EmbeddedServer,
+) -> None:
+    # given a listener on the shared watch, and the application's own reconnect callback
+    reconnected = asyncio.Event()
+
+    async def on_reconnected() -> None:
+        reconnected.set()
+
+    async with await jsflow.connect(server.url, reconnected_cb=on_reconnected) as client:
+        store = await client.object_store("relisten", int, history=5)
+        with await store.listen("k") as listener:
+            before = store.shared_watch_resumes
+            # when the server restarts and the key changes once the client is back
+            await server.restart()
+            await asyncio.wait_for(reconnected.wait(), STEP)
+            entry = await put_when_back(store, "k", 7)
+            # then the listener wakes with that change
+            change = await listener.wait(timeout=STEP)
+            assert change is not None and change.value == 7 and change.revision == entry.revision
+            # and the hub re-created its consumer on the reconnect (not by heartbeat timeout),
+            # still one consumer for the bucket, while the application's callback still ran
+            assert store.shared_watch_resumes > before
+        for _ in range(50):
+            if await consumer_count(client, "relisten") == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert await consumer_count(client, "relisten") == 1
+
+
+async def test_fresh_updates_only_watch_does_not_replay_history_after_restart(
+    server: jsflow.EmbeddedServer,
+) -> None:
+    # given an updates-only watch that has seen nothing yet, on a bucket with history
+    async with await jsflow.connect(server.url) as client:
+        store = await client.object_store("fresh", int, history=10)
+        for i in range(3):
+            await store.put("k", i)
+        async with store.watch("k", updates_only=True) as watch:
+            # when the server restarts and one new value is written
+            await server.restart()
+            entry = await put_when_back(store, "k", 99)
+            # then only that value comes, not the three written before the watch began
+            change = await next_change(watch)
+            assert (change.value, change.revision) == (99, entry.revision)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(anext(watch), 3.0)

@@ -8,17 +8,17 @@ import itertools
 import time
 import uuid
 from collections import Counter as Tally
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import nats.errors
 import pytest
-import pytest_asyncio
 
 import jsflow
 from jsflow.flow.dead_letter import DeadLetter
 from jsflow.tasks.streams import TASK_STREAM, state_bucket, task_token
+from tests.support.names import uniq
 
 pytestmark = pytest.mark.cluster
 T = TypeVar("T")
@@ -26,17 +26,6 @@ T = TypeVar("T")
 # What a request may fail with while a node is down or leaders are being elected: jsflow's
 # errors, and nats-py's for the raw JetStream calls these tests make themselves.
 _TRANSIENT = (jsflow.JsflowError, nats.errors.Error, TimeoutError)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def cluster() -> AsyncIterator[jsflow.LocalCluster]:
-    """One 3-node cluster for this module's tests."""
-    async with jsflow.LocalCluster(3) as c:
-        yield c
-
-
-def _uniq(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 async def _retry(make: Callable[[], Awaitable[T]], attempts: int = 80) -> T:
@@ -126,53 +115,53 @@ async def test_every_bucket_and_stream_jsflow_creates_follows_the_client_replica
             expected: dict[str, int] = {}
 
             # given one of everything jsflow creates, on a client with replicas=3
-            app = jsflow.App(client, _uniq("rep"))
+            app = jsflow.App(client, uniq("rep"))
             backend = await _retry(app.backend)
-            await _retry(lambda: backend.artifacts.put(_uniq("art"), b"payload"))
+            await _retry(lambda: backend.artifacts.put(uniq("art"), b"payload"))
             expected[TASK_STREAM] = 3
             expected[f"KV_{state_bucket(app.scope)}"] = 3
             expected["OBJ_jsflow_artifacts"] = 3
 
-            locks = _uniq("locks")
-            lock = client.lock(_uniq("l"), bucket=locks)
+            locks = uniq("locks")
+            lock = client.lock(uniq("l"), bucket=locks)
             assert await _retry(lambda: lock.acquire(timeout=10))
             await lock.release()
             expected[f"KV_{locks}"] = 3
 
-            sems = _uniq("sems")
-            sem = client.semaphore(_uniq("s"), 2, bucket=sems)
+            sems = uniq("sems")
+            sem = client.semaphore(uniq("s"), 2, bucket=sems)
             assert await _retry(lambda: sem.acquire(timeout=10))
             await sem.release()
             expected[f"KV_{sems}"] = 3
 
-            elections = _uniq("elections")
-            election = client.election(_uniq("e"), bucket=elections)
+            elections = uniq("elections")
+            election = client.election(uniq("e"), bucket=elections)
             assert await _retry(lambda: election.campaign(timeout=10))
             await election.resign()
             expected[f"KV_{elections}"] = 3
 
-            groups = _uniq("groups")
-            group = client.wait_group(_uniq("w"), bucket=groups)
+            groups = uniq("groups")
+            group = client.wait_group(uniq("w"), bucket=groups)
             assert await _retry(lambda: group.add(1)) == 1
             await _retry(group.done)
             expected[f"KV_{groups}"] = 3
 
-            limits = _uniq("limits")
-            limiter = client.rate_limiter(_uniq("r"), 100, bucket=limits)
+            limits = uniq("limits")
+            limiter = client.rate_limiter(uniq("r"), 100, bucket=limits)
             assert (await _retry(lambda: limiter.acquire("k"))).allowed
             expected[f"KV_{limits}"] = 3
 
-            counter = client.counter(_uniq("c"))
+            counter = client.counter(uniq("c"))
             assert await _retry(lambda: counter.add("k", 2)) == 2
             expected[counter.stream if counter.native else f"KV_{counter.bucket}"] = 3
 
-            kv = _uniq("kv")
+            kv = uniq("kv")
             store = await _retry(lambda: client.object_store(kv, int))
             await _retry(lambda: store.put("k", 1))
             expected[f"KV_{kv}"] = 3
 
             # a flow opens its source, its sink's stream and its dead-letter stream
-            name = _uniq("flow")
+            name = uniq("flow")
             flow = jsflow.FlowHandler(
                 client,
                 source=jsflow.StreamSource(f"IN_{name}", f"in.{name}", f"d_{name}", int),
@@ -189,31 +178,31 @@ async def test_every_bucket_and_stream_jsflow_creates_follows_the_client_replica
             expected.update({f"IN_{name}": 3, f"OUT_{name}": 3, f"DL_{name}": 3})
 
             # and objects that name their own replica count
-            own = _uniq("own_locks")
-            lock1 = client.lock(_uniq("l"), bucket=own, replicas=1)
+            own = uniq("own_locks")
+            lock1 = client.lock(uniq("l"), bucket=own, replicas=1)
             assert await _retry(lambda: lock1.acquire(timeout=10))
             await lock1.release()
             expected[f"KV_{own}"] = 1
 
-            app1 = jsflow.App(client, _uniq("rep1"), replicas=1)
+            app1 = jsflow.App(client, uniq("rep1"), replicas=1)
             await _retry(app1.backend)
             expected[f"KV_{state_bucket(app1.scope)}"] = 1  # the task stream exists: R3
 
-            kv1 = _uniq("kv1")
+            kv1 = uniq("kv1")
             await _retry(lambda: client.object_store(kv1, int, replicas=1))
             expected[f"KV_{kv1}"] = 1
 
-            counter1 = client.counter(_uniq("c1"), replicas=1)
+            counter1 = client.counter(uniq("c1"), replicas=1)
             await _retry(lambda: counter1.add("k"))
             expected[counter1.stream if counter1.native else f"KV_{counter1.bucket}"] = 1
 
-            src1 = _uniq("src1")
+            src1 = uniq("src1")
             source1 = jsflow.StreamSource(f"IN_{src1}", f"in.{src1}", f"d_{src1}", int, replicas=1)
             await _retry(lambda: source1.open(client))
             await source1.close()
             expected[f"IN_{src1}"] = 1
 
-            sink1 = _uniq("sink1")
+            sink1 = uniq("sink1")
             await _retry(
                 lambda: jsflow.StreamSink(f"out.{sink1}", stream=f"OUT_{sink1}", replicas=1).open(
                     client
@@ -221,7 +210,7 @@ async def test_every_bucket_and_stream_jsflow_creates_follows_the_client_replica
             )
             expected[f"OUT_{sink1}"] = 1
 
-            dl1 = _uniq("dl1")
+            dl1 = uniq("dl1")
             await _retry(lambda: DeadLetter(f"dl.{dl1}", f"DL_{dl1}", replicas=1).open(client))
             expected[f"DL_{dl1}"] = 1
 
@@ -272,7 +261,7 @@ async def test_tasks_survive_the_loss_of_a_node(cluster: jsflow.LocalCluster) ->
         await cluster.wait_jetstream_ready()
         async with await _connect(cluster) as client, await _connect(cluster) as worker_client:
             # given an app on R3 streams with quick tasks, dependent ones and a flaky one
-            submitted_app = jsflow.App(client, _uniq("survive"))
+            submitted_app = jsflow.App(client, uniq("survive"))
             worker_app = jsflow.App(worker_client, submitted_app.name)
             attempts: Tally[str] = Tally()
 
@@ -414,8 +403,8 @@ async def test_lock_fencing_tokens_increase_across_a_leader_kill(
         await cluster.wait_jetstream_ready()
         async with await _connect(cluster) as a, await _connect(cluster) as b:
             # given two clients taking turns on one lock of the R3 jsflow_locks bucket
-            name = _uniq("fenced")
-            probe = a.lock(_uniq("probe"))
+            name = uniq("fenced")
+            probe = a.lock(uniq("probe"))
             assert await _retry(lambda: probe.acquire(timeout=10))
             await probe.release()
             assert await _retry(lambda: _replicas(a, "KV_jsflow_locks")) == 3
@@ -464,7 +453,7 @@ async def test_a_flow_loses_no_message_when_a_node_dies(cluster: jsflow.LocalClu
         await cluster.wait_jetstream_ready()
         async with await _connect(cluster) as client, await _connect(cluster) as producer:
             # given a flow over an R3 source
-            name = _uniq("survive")
+            name = uniq("survive")
             stream, subject = f"IN_{name}", f"in.{name}"
             processed: set[int] = set()
 

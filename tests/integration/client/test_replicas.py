@@ -1,10 +1,10 @@
 """``replicas=`` on one server: asking for more copies than the servers can hold is a
-ConfigError naming the replicas, never a silent single copy."""
+ConfigError naming the replicas, never a silent single copy (out-of-range values:
+unit/test_connect_arguments.py; on a cluster: system/test_replication.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 
@@ -12,12 +12,9 @@ import jsflow
 from jsflow.errors import ConfigError
 from jsflow.flow.streams import ensure_stream
 from jsflow.tasks.app import App
+from tests.support.names import uniq
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 async def test_more_replicas_than_servers_is_a_config_error_naming_them(
@@ -39,12 +36,6 @@ async def test_a_per_object_replicas_overrides_the_client_default(
         await ensure_stream(client, name, [f"{name.lower()}.>"], replicas=1)
         info = await client.js.stream_info(name)
         assert info.config.num_replicas == 1
-
-
-@pytest.mark.parametrize("bad", [0, 6, "3", 2.5, -1])
-async def test_replicas_out_of_range_is_refused_before_any_io(bad: object) -> None:
-    with pytest.raises(ConfigError, match="replicas"):
-        await jsflow.connect("nats://127.0.0.1:1", replicas=bad)  # type: ignore[arg-type]
 
 
 async def test_a_bucket_with_more_replicas_than_servers_is_a_config_error(

@@ -10,12 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jsflow
+from tests.support.names import uniq
 
 MODES = [pytest.param(True, id="native"), pytest.param(False, id="cas")]
-
-
-def unique() -> str:
-    return f"c_{uuid.uuid4().hex[:10]}"
 
 
 @pytest.mark.parametrize("native", MODES)
@@ -23,7 +20,7 @@ async def test_add_returns_the_new_value_and_get_reads_it(
     jsflow_client: jsflow.Client, native: bool
 ) -> None:
     # given a fresh counter
-    counter = jsflow_client.counter(unique(), native=native)
+    counter = jsflow_client.counter(uniq("c"), native=native)
     # then an untouched key reads 0
     assert await counter.get("hits") == 0
     # when adding
@@ -36,7 +33,7 @@ async def test_add_returns_the_new_value_and_get_reads_it(
 
 @pytest.mark.parametrize("native", MODES)
 async def test_negative_n_decrements_below_zero(jsflow_client: jsflow.Client, native: bool) -> None:
-    counter = jsflow_client.counter(unique(), native=native)
+    counter = jsflow_client.counter(uniq("c"), native=native)
     # when taking away more than was added
     await counter.add("stock", 3)
     assert await counter.add("stock", -5) == -2
@@ -50,7 +47,7 @@ async def test_concurrent_adds_from_several_clients_sum_exactly(
     jsflow_server: jsflow.EmbeddedServer, native: bool
 ) -> None:
     # given three clients sharing a counter
-    name = unique()
+    name = uniq("c")
     clients = [await jsflow.connect(jsflow_server.url) for _ in range(3)]
     try:
         counters = [c.counter(name, native=native) for c in clients]
@@ -88,14 +85,14 @@ async def test_counter_matches_the_sum_of_its_adds(
 
 
 async def test_native_counters_hold_values_beyond_64_bits(jsflow_client: jsflow.Client) -> None:
-    counter = jsflow_client.counter(unique(), native=True)
+    counter = jsflow_client.counter(uniq("c"), native=True)
     huge = 2**70
     assert await counter.add("big", huge) == huge
     assert await counter.add("big", huge) == 2 * huge
 
 
 async def test_cas_counter_refuses_int64_overflow(jsflow_client: jsflow.Client) -> None:
-    counter = jsflow_client.counter(unique(), native=False)
+    counter = jsflow_client.counter(uniq("c"), native=False)
     await counter.add("big", 2**63 - 1)
     with pytest.raises(jsflow.ConfigError, match="overflow"):
         await counter.add("big", 1)
@@ -104,7 +101,7 @@ async def test_cas_counter_refuses_int64_overflow(jsflow_client: jsflow.Client) 
 
 @pytest.mark.parametrize("native", MODES)
 async def test_reset_sets_a_key_back_to_zero(jsflow_client: jsflow.Client, native: bool) -> None:
-    counter = jsflow_client.counter(unique(), native=native)
+    counter = jsflow_client.counter(uniq("c"), native=native)
     await counter.add("a", 5)
     await counter.add("b", 7)
     # when one key is reset
@@ -118,7 +115,7 @@ async def test_reset_sets_a_key_back_to_zero(jsflow_client: jsflow.Client, nativ
 async def test_default_mode_uses_native_counters_on_this_server(
     jsflow_client: jsflow.Client,
 ) -> None:
-    counter = jsflow_client.counter(unique())
+    counter = jsflow_client.counter(uniq("c"))
     assert counter.native is None
     await counter.add("k")
     assert counter.native is True
@@ -129,7 +126,7 @@ async def test_default_mode_uses_native_counters_on_this_server(
 async def test_counters_of_one_name_are_shared_across_instances(
     jsflow_client: jsflow.Client,
 ) -> None:
-    name = unique()
+    name = uniq("c")
     await jsflow_client.counter(name).add("k", 2)
     assert await jsflow_client.counter(name).add("k", 3) == 5
 

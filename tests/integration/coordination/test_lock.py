@@ -1,22 +1,17 @@
-"""Lock: mutual exclusion across clients and processes, fencing, expiry, loss, waiting."""
+"""Lock: mutual exclusion across clients, fencing, expiry (fractional TTLs included), loss,
+waiting (across processes: system/test_processes.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
-import sys
-from pathlib import Path
 
 import pytest
 
 import jsflow
 from jsflow._proto.common_pb2 import Lease
 from jsflow.client import Client
-from jsflow.coordination.lock import Lock
 from jsflow.server import EmbeddedServer
-
-WORKER = Path(__file__).with_name("_coord_worker.py")
+from tests.support.names import second_client
 
 
 async def test_lock_acquire_and_release_round_trip(
@@ -181,20 +176,6 @@ async def test_release_without_acquire_raises_not_held(jsflow_client: Client) ->
         await jsflow_client.lock("never").release()
 
 
-@pytest.mark.parametrize("ttl", [0, -1, 0.5, float("inf")])
-def test_bad_ttl_raises_config_error_before_io(ttl: float) -> None:
-    # given a client object that was never connected: any I/O would fail differently
-    client = object.__new__(Client)
-    with pytest.raises(jsflow.ConfigError):
-        Lock(client, "res", ttl=ttl)
-
-
-def test_bad_name_raises_invalid_key_error() -> None:
-    client = object.__new__(Client)
-    with pytest.raises(jsflow.InvalidKeyError):
-        Lock(client, "a b*", ttl=5)
-
-
 async def test_async_with_releases_on_error(jsflow_client: Client, jsflow_bucket: str) -> None:
     # given a lock used as a context manager, when the body raises
     lock = jsflow_client.lock("res", ttl=5, bucket=jsflow_bucket)
@@ -259,38 +240,6 @@ async def test_thousand_waiters_cost_one_consumer(
     assert info.state.consumer_count <= 1
 
 
-async def test_mutual_exclusion_across_three_processes(
-    jsflow_server: EmbeddedServer, jsflow_client: Client, jsflow_bucket: str
-) -> None:
-    # given three OS processes that each increment an unprotected counter 25 times under a lock
-    rounds = 25
-    data_bucket = f"{jsflow_bucket}_data"
-    procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(WORKER),
-            jsflow_server.url,
-            jsflow_bucket,
-            "shared",
-            data_bucket,
-            str(rounds),
-            stdout=asyncio.subprocess.PIPE,
-        )
-        for _ in range(3)
-    ]
-    outputs = [await asyncio.wait_for(p.communicate(), 60) for p in procs]
-    assert all(p.returncode == 0 for p in procs)
-    # then no increment was lost
-    data = await jsflow_client.object_store(data_bucket, int)
-    entry = await data.get("count")
-    assert entry is not None and entry.value == 3 * rounds
-    # and ordered by the value each holder read, fencing tokens strictly increase
-    seen = sorted((value, token) for out, _ in outputs for token, value in json.loads(out.decode()))
-    assert [v for v, _ in seen] == list(range(3 * rounds))
-    tokens = [t for _, t in seen]
-    assert all(a < b for a, b in itertools.pairwise(tokens))
-
-
 async def test_uncontended_acquire_creates_no_consumer(
     jsflow_client: Client, jsflow_bucket: str
 ) -> None:
@@ -343,54 +292,40 @@ async def test_cancelled_uncontended_acquire_leaves_no_lease(
         assert await lock.holder() is None
 
 
-async def test_closing_the_client_releases_held_leases(
-    jsflow_server: EmbeddedServer, jsflow_client: Client, jsflow_bucket: str
+async def test_no_one_else_acquires_a_fractional_ttl_lock_while_its_holder_believes_it_holds(
+    jsflow_client: jsflow.Client, jsflow_bucket: str
 ) -> None:
-    # given a client holding a lock, a permit and a leadership with long leases
-    doomed = await jsflow.connect(jsflow_server.url)
-    lock = doomed.lock("res", ttl=60, bucket=jsflow_bucket)
-    sem = doomed.semaphore("pool", 1, ttl=60, bucket=jsflow_bucket)
-    election = doomed.election("sched", ttl=60, bucket=jsflow_bucket)
-    assert await lock.acquire() and await sem.acquire() and await election.campaign()
-    # when the client closes without releasing them
-    await doomed.close()
-    # then they are free at once, not after their ttl
-    assert await jsflow_client.lock("res", ttl=5, bucket=jsflow_bucket).acquire(blocking=False)
-    assert await jsflow_client.semaphore("pool", 1, ttl=5, bucket=jsflow_bucket).acquire(
-        blocking=False
-    )
-    assert await jsflow_client.election("sched", ttl=5, bucket=jsflow_bucket).campaign(timeout=0)
-    assert not lock.held and not sem.held and not election.is_leader
+    async with asyncio.timeout(30):
+        # given a lock with ttl=1.5 held by one client that does not renew it
+        other = await second_client(jsflow_client)
+        try:
+            loop = asyncio.get_running_loop()
+            holder = jsflow_client.lock("job", ttl=1.5, bucket=jsflow_bucket, auto_renew=False)
+            started = loop.time()
+            assert await holder.acquire()
+            # when another client tries to take it until shortly before the holder's ttl ends
+            rival = other.lock("job", ttl=1.5, bucket=jsflow_bucket)
+            while loop.time() < started + 1.4:
+                # then it never gets it (the server keeps the lease at least 1.5 s)
+                assert not await rival.acquire(blocking=False)
+                await asyncio.sleep(0.05)
+            # and once the lease ran out the rival gets it, and the old holder knows it lost it
+            assert await rival.acquire(timeout=10)
+            assert not holder.held
+            assert holder.lost.is_set()
+            with pytest.raises(jsflow.LockLostError):
+                await holder.release()
+            await rival.release()
+        finally:
+            await other.close()
 
 
-async def test_released_lease_is_unregistered_from_client_close(
-    jsflow_client: Client, jsflow_bucket: str
+async def test_a_renewed_fractional_ttl_lock_stays_held(
+    jsflow_client: jsflow.Client, jsflow_bucket: str
 ) -> None:
-    # given a lock acquired and released
-    lock = jsflow_client.lock("res", ttl=5, bucket=jsflow_bucket)
-    async with lock:
-        assert lock in jsflow_client._closers.values()
-    # then the client no longer holds on to it
-    assert lock not in jsflow_client._closers.values()
-
-
-async def test_off_close_forgets_a_closer(jsflow_client: Client) -> None:
-    # given two objects registered to be closed with the client
-    closed: list[str] = []
-
-    class Closer:
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        async def aclose(self) -> None:
-            closed.append(self.name)
-
-    kept, dropped = Closer("kept"), Closer("dropped")
-    jsflow_client.on_close(kept)
-    jsflow_client.on_close(dropped)
-    # when one is unregistered (twice: the second is a no-op) and the client closes
-    jsflow_client.off_close(dropped)
-    jsflow_client.off_close(dropped)
-    await jsflow_client.close()
-    # then only the other one was closed, once
-    assert closed == ["kept"]
+    async with asyncio.timeout(20):
+        lock = jsflow_client.lock("renewed", ttl=1.5, bucket=jsflow_bucket)
+        assert await lock.acquire()
+        await asyncio.sleep(2.5)  # several renewals (every ttl/3)
+        assert lock.held and not lock.lost.is_set()
+        await lock.release()

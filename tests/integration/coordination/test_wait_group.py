@@ -8,7 +8,7 @@ import pytest
 
 import jsflow
 from jsflow.client import Client
-from jsflow.coordination.wait_group import NegativeCountError, WaitGroup
+from jsflow.coordination.wait_group import NegativeCountError
 from jsflow.server import EmbeddedServer
 
 
@@ -79,8 +79,3 @@ async def test_concurrent_adds_and_dones_balance(
 async def test_add_rejects_non_int(jsflow_client: Client, n: object) -> None:
     with pytest.raises(jsflow.ConfigError):
         await jsflow_client.wait_group("batch").add(n)  # type: ignore[arg-type]
-
-
-def test_bad_recheck_raises_config_error() -> None:
-    with pytest.raises(jsflow.ConfigError):
-        WaitGroup(object.__new__(Client), "batch", recheck=0)

@@ -1,4 +1,6 @@
-"""FlowHandler end to end against a real nats-server: stages, sinks, acks, failures."""
+"""FlowHandler end to end against a real nats-server: stages, sinks (two flows into one sink
+stream), acks, failures and dead letters, the state store (starting and stopping:
+test_flow_lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -9,20 +11,16 @@ import jsflow
 from jsflow.flow.operators import filter_, flat_map, map_
 from jsflow.flow.pipeline import FlowHandler
 from jsflow.flow.sink import StreamSink
-from jsflow.flow.source import StreamSource
 from jsflow.flow.state import MessageStatus, StateRecorder
-from tests.test_flow_helpers import count_is, eventually, publish_json, settled, stream_msgs, unique
-
-
-def _source(name: str, **kw) -> StreamSource[int]:
-    kw.setdefault("fetch_timeout", 0.25)
-    return StreamSource(f"IN_{name}", f"in.{name}", f"d_{name}", int, **kw)
+from tests.support.names import uniq
+from tests.support.polling import eventually
+from tests.support.streams import count_is, flow_source, publish_json, settled, stream_msgs
 
 
 async def test_map_filter_and_fan_out_reach_the_sink(jsflow_client):
     # given a flow doubling, keeping evens and repeating each value twice
-    name = unique("mff")
-    source = _source(name)
+    name = uniq("mff")
+    source = flow_source(name)
     sink = StreamSink(f"out.{name}", stream=f"OUT_{name}")
     flow = FlowHandler(
         jsflow_client,
@@ -49,7 +47,7 @@ async def test_map_filter_and_fan_out_reach_the_sink(jsflow_client):
 
 async def test_plain_async_function_and_message_handler_are_stages(jsflow_client):
     # given one function stage and one MessageHandler object
-    name = unique("shape")
+    name = uniq("shape")
 
     async def add_one(msg: jsflow.flow.message.Message[int]) -> int:
         return msg.data + 1
@@ -60,7 +58,7 @@ async def test_plain_async_function_and_message_handler_are_stages(jsflow_client
 
     flow = FlowHandler(
         jsflow_client,
-        source=_source(name),
+        source=flow_source(name),
         stages=[add_one, Square()],
         sink=StreamSink(f"out.{name}", stream=f"OUT_{name}"),
     )
@@ -73,10 +71,10 @@ async def test_plain_async_function_and_message_handler_are_stages(jsflow_client
 
 async def test_sink_failure_keeps_source_unacked_then_dead_letters(jsflow_client):
     # given a sink subject no stream captures, and a dead-letter stream
-    name = unique("nosink")
+    name = uniq("nosink")
     flow = FlowHandler(
         jsflow_client,
-        source=_source(name),
+        source=flow_source(name),
         stages=[map_(lambda x: x)],
         sink=StreamSink(f"nowhere.{name}"),
         max_deliver=2,
@@ -99,7 +97,7 @@ async def test_sink_failure_keeps_source_unacked_then_dead_letters(jsflow_client
 
 async def test_redelivery_does_not_duplicate_output(jsflow_client):
     # given a sink that fails the second output of the first delivery only
-    name = unique("dup")
+    name = uniq("dup")
     real = StreamSink(f"out.{name}", stream=f"OUT_{name}")
     failed = []
 
@@ -115,7 +113,7 @@ async def test_redelivery_does_not_duplicate_output(jsflow_client):
 
     flow = FlowHandler(
         jsflow_client,
-        source=_source(name),
+        source=flow_source(name),
         stages=[flat_map(lambda x: [x, x + 1])],
         sink=Flaky(),
         backoff=[0.05],
@@ -132,7 +130,7 @@ async def test_redelivery_does_not_duplicate_output(jsflow_client):
 
 async def test_backoff_then_max_deliver_dead_letters_with_headers(jsflow_client):
     # given a stage that always fails, max_deliver=3 and small backoff
-    name = unique("dead")
+    name = uniq("dead")
     deliveries = []
 
     async def broken(msg):
@@ -141,7 +139,7 @@ async def test_backoff_then_max_deliver_dead_letters_with_headers(jsflow_client)
 
     flow = FlowHandler(
         jsflow_client,
-        source=_source(name),
+        source=flow_source(name),
         stages=[broken],
         max_deliver=3,
         backoff=[0.05, 0.1],
@@ -170,7 +168,7 @@ async def test_backoff_then_max_deliver_dead_letters_with_headers(jsflow_client)
 
 async def test_undecodable_message_is_dead_lettered_at_once(jsflow_client):
     # given a flow of ints
-    name = unique("undec")
+    name = uniq("undec")
     calls = []
 
     async def seen(msg):
@@ -179,7 +177,7 @@ async def test_undecodable_message_is_dead_lettered_at_once(jsflow_client):
 
     flow = FlowHandler(
         jsflow_client,
-        source=_source(name),
+        source=flow_source(name),
         stages=[seen],
         max_deliver=5,
         dead_letter=f"dl.{name}",
@@ -201,15 +199,15 @@ async def test_undecodable_message_is_dead_lettered_at_once(jsflow_client):
 
 async def test_dead_letter_publish_failure_naks_instead_of_dropping(jsflow_client):
     # given a dead-letter stream that goes away after the flow started (a subject no stream
-    # captures at start is refused with ConfigError: see test_flow_hardening.py)
-    name = unique("dlfail")
+    # captures at start is refused with ConfigError: see test_flow_lifecycle.py)
+    name = uniq("dlfail")
 
     async def broken(msg):
         raise RuntimeError("always")
 
     flow = FlowHandler(
         jsflow_client,
-        source=_source(name),
+        source=flow_source(name),
         stages=[broken],
         max_deliver=1,
         backoff=[0.05],
@@ -234,75 +232,9 @@ async def _delivered_at_least(client, name, n):
     )
 
 
-async def test_stop_drains_in_flight_messages(jsflow_client):
-    # given a slow stage with messages in flight
-    name = unique("drain")
-    started = asyncio.Event()
-
-    async def slow(msg):
-        started.set()
-        await asyncio.sleep(0.3)
-        return msg.data
-
-    flow = FlowHandler(
-        jsflow_client,
-        source=_source(name),
-        stages=[slow],
-        sink=StreamSink(f"out.{name}", stream=f"OUT_{name}"),
-        concurrency=4,
-    )
-    runner = asyncio.create_task(flow.run())
-    await flow.ready(10)
-    await publish_json(jsflow_client, f"in.{name}", [1, 2, 3])
-    await asyncio.wait_for(started.wait(), 10)
-    # when stop() is called mid-stage
-    await flow.stop()
-    await runner
-    # then every message it had started finished and reached the sink
-    finished = flow.metrics.snapshot().processed
-    assert finished >= 1
-    assert await count_is(jsflow_client, f"OUT_{name}", finished)
-    # and a later run takes the rest: each message exactly once in the sink
-    again = FlowHandler(jsflow_client, source=_source(name), stages=[slow], sink=flow.sink)
-    async with again:
-        await eventually(lambda: count_is(jsflow_client, f"OUT_{name}", 3))
-        await eventually(lambda: settled(jsflow_client, f"IN_{name}", f"d_{name}"))
-    assert finished + again.metrics.snapshot().processed == 3
-
-
-async def test_cancellation_mid_stage_leaves_message_for_redelivery(jsflow_client):
-    # given a stage that blocks on first delivery
-    name = unique("cancel")
-    started = asyncio.Event()
-    deliveries = []
-
-    async def stage(msg):
-        deliveries.append(msg.delivery)
-        if msg.delivery == 1:
-            started.set()
-            await asyncio.sleep(60)
-        return msg.data
-
-    sink = StreamSink(f"out.{name}", stream=f"OUT_{name}")
-    first = FlowHandler(jsflow_client, source=_source(name), stages=[stage], sink=sink)
-    runner = asyncio.create_task(first.run())
-    await first.ready(10)
-    await publish_json(jsflow_client, f"in.{name}", [42])
-    await asyncio.wait_for(started.wait(), 10)
-    # when the run is cancelled mid-stage
-    runner.cancel()
-    await asyncio.gather(runner, return_exceptions=True)
-    assert await count_is(jsflow_client, f"OUT_{name}", 0)
-    # then a new run gets the message again and completes it
-    second = FlowHandler(jsflow_client, source=_source(name), stages=[stage], sink=sink)
-    async with second:
-        await eventually(lambda: count_is(jsflow_client, f"OUT_{name}", 1))
-    assert deliveries == [1, 2]
-
-
 async def test_in_progress_extends_ack_deadline_of_slow_stage(jsflow_client):
     # given ack_wait of 1 s and a stage that takes 2.5 s
-    name = unique("slow")
+    name = uniq("slow")
     deliveries = []
 
     async def slow(msg):
@@ -312,7 +244,7 @@ async def test_in_progress_extends_ack_deadline_of_slow_stage(jsflow_client):
 
     flow = FlowHandler(
         jsflow_client,
-        source=_source(name, ack_wait=1.0),
+        source=flow_source(name, ack_wait=1.0),
         stages=[slow],
         sink=StreamSink(f"out.{name}", stream=f"OUT_{name}"),
     )
@@ -327,7 +259,7 @@ async def test_in_progress_extends_ack_deadline_of_slow_stage(jsflow_client):
 
 async def test_state_store_records_message_lifecycle(jsflow_client, jsflow_bucket):
     # given a flow recording state
-    name = unique("state")
+    name = uniq("state")
     store = await jsflow_client.object_store(jsflow_bucket, jsflow.flow.state.MessageState)
 
     async def fails_first(msg):
@@ -337,7 +269,7 @@ async def test_state_store_records_message_lifecycle(jsflow_client, jsflow_bucke
 
     flow = FlowHandler(
         jsflow_client,
-        source=_source(name),
+        source=flow_source(name),
         stages=[fails_first],
         backoff=[0.05],
         state_store=store,
@@ -349,3 +281,33 @@ async def test_state_store_records_message_lifecycle(jsflow_client, jsflow_bucke
     state = await StateRecorder(store).get("order-1")
     assert state is not None
     assert (state.status, state.attempts, state.stage) == (MessageStatus.DONE, 2, "fails_first")
+
+
+async def test_two_flows_on_one_stream_into_one_sink_stream_both_publish(jsflow_client):
+    # given two flows (different durables) reading one stream into one sink stream
+    name = uniq("twoflows")
+    sink_stream = f"OUT_{name}"
+    flows = [
+        FlowHandler(
+            jsflow_client,
+            source=flow_source(name, durable=f"{tag}_{name}"),
+            stages=[lambda msg, tag=tag: _tagged(msg, tag)],
+            sink=StreamSink(f"out.{name}.{tag}", stream=sink_stream if tag == "a" else None),
+        )
+        for tag in ("a", "b")
+    ]
+    async with flows[0]:
+        await jsflow_client.js.update_stream(
+            name=sink_stream, subjects=[f"out.{name}.a", f"out.{name}.b"]
+        )
+        async with flows[1]:
+            # when one message arrives
+            await publish_json(jsflow_client, f"in.{name}", [5])
+            await eventually(lambda: count_is(jsflow_client, sink_stream, 2))
+    # then each flow's output was stored: neither deduped the other's away
+    msgs = await stream_msgs(jsflow_client, sink_stream)
+    assert sorted(m.data for m in msgs) == [b"a5", b"b5"]
+
+
+async def _tagged(msg, tag):
+    return f"{tag}{msg.data}"

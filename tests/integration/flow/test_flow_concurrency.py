@@ -1,24 +1,23 @@
-"""FlowHandler's worker pool, keyed ordering across failures, and hardening fixes."""
+"""How a flow runs messages at once: the keyless pool overlaps up to its concurrency, keyed
+mode keeps each key in order (across failures, dead letters and a failing key function),
+and a bug in failure bookkeeping still hands the message back."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 
 from jsflow.flow.pipeline import FlowHandler
 from jsflow.flow.sink import StreamSink
-from jsflow.flow.source import StreamSource
-from tests.test_flow_helpers import count_is, eventually, publish_json, settled, stream_msgs, unique
-
-
-def _source(name: str, durable: str | None = None, **kw) -> StreamSource[int]:
-    kw.setdefault("fetch_timeout", 0.25)
-    return StreamSource(f"IN_{name}", f"in.{name}", durable or f"d_{name}", int, **kw)
+from tests.support.names import uniq
+from tests.support.polling import eventually
+from tests.support.streams import count_is, flow_source, publish_json, settled, stream_msgs
 
 
 async def test_keyless_pool_runs_awaiting_stages_concurrently(jsflow_client):
     # given a keyless flow with concurrency 4 whose stage waits until 4 run at once
-    name = unique("pool")
+    name = uniq("pool")
     running = 0
     peak = 0
     four = asyncio.Event()
@@ -37,7 +36,7 @@ async def test_keyless_pool_runs_awaiting_stages_concurrently(jsflow_client):
 
     flow = FlowHandler(
         jsflow_client,
-        source=_source(name),
+        source=flow_source(name),
         stages=[stage],
         sink=StreamSink(f"out.{name}", stream=f"OUT_{name}"),
         concurrency=4,
@@ -52,9 +51,44 @@ async def test_keyless_pool_runs_awaiting_stages_concurrently(jsflow_client):
     assert flow.metrics.snapshot().processed == 8
 
 
+async def test_keyed_mode_processes_equal_keys_in_order(jsflow_client):
+    # given a keyed flow with high concurrency and random stage latency
+    name = uniq("keyed")
+    seen: dict[str, list[int]] = {}
+    active: set[str] = set()
+    overlaps = []
+
+    async def record(msg):
+        k = msg.data["k"]
+        if k in active:
+            overlaps.append(k)
+        active.add(k)
+        await asyncio.sleep(random.uniform(0, 0.01))
+        seen.setdefault(k, []).append(msg.data["n"])
+        active.discard(k)
+        return None
+
+    flow = FlowHandler(
+        jsflow_client,
+        source=flow_source(name, dict),
+        stages=[record],
+        concurrency=32,
+        key=lambda msg: msg.data["k"],
+    )
+    values = [{"k": f"k{i % 4}", "n": i} for i in range(60)]
+    async with flow:
+        # when messages of four keys interleave
+        await publish_json(jsflow_client, f"in.{name}", values)
+        await eventually(lambda: settled(jsflow_client, f"IN_{name}", f"d_{name}"))
+    # then each key saw its messages in publish order, never two at once
+    assert not overlaps
+    for k, ns in seen.items():
+        assert ns == [v["n"] for v in values if v["k"] == k]
+
+
 async def test_unexpected_internal_error_still_naks_the_message(jsflow_client):
     # given a keyless flow whose failure bookkeeping has a bug (raises a non-jsflow error)
-    name = unique("bug")
+    name = uniq("bug")
     seen: list[int] = []
 
     async def fails_first(msg):
@@ -65,7 +99,7 @@ async def test_unexpected_internal_error_still_naks_the_message(jsflow_client):
 
     flow = FlowHandler(
         jsflow_client,
-        source=_source(name),
+        source=flow_source(name),
         stages=[fails_first],
         sink=StreamSink(f"out.{name}", stream=f"OUT_{name}"),
         concurrency=2,
@@ -88,7 +122,7 @@ async def test_unexpected_internal_error_still_naks_the_message(jsflow_client):
 
 async def test_unexpected_internal_error_in_keyed_mode_still_naks_the_message(jsflow_client):
     # given a keyed flow whose failure bookkeeping has a bug, and max_deliver 1 (no retry)
-    name = unique("kbug")
+    name = uniq("kbug")
     seen: list[int] = []
 
     async def fails_first(msg):
@@ -99,7 +133,7 @@ async def test_unexpected_internal_error_in_keyed_mode_still_naks_the_message(js
 
     flow = FlowHandler(
         jsflow_client,
-        source=_source(name),
+        source=flow_source(name),
         stages=[fails_first],
         sink=StreamSink(f"out.{name}", stream=f"OUT_{name}"),
         key=lambda msg: "k",
@@ -126,7 +160,7 @@ async def test_unexpected_internal_error_in_keyed_mode_still_naks_the_message(js
 
 async def test_keyed_flow_keeps_order_across_a_failure(jsflow_client):
     # given a keyed flow whose stage fails the first two attempts of value 1
-    name = unique("kord")
+    name = uniq("kord")
     seen: list[tuple[int, int]] = []
 
     async def stage(msg):
@@ -137,7 +171,7 @@ async def test_keyed_flow_keeps_order_across_a_failure(jsflow_client):
 
     flow = FlowHandler(
         jsflow_client,
-        source=_source(name),
+        source=flow_source(name),
         stages=[stage],
         sink=StreamSink(f"out.{name}", stream=f"OUT_{name}"),
         key=lambda msg: "same",
@@ -163,7 +197,7 @@ async def test_keyed_flow_keeps_order_across_a_failure(jsflow_client):
 
 async def test_keyed_flow_dead_letters_after_max_deliver_then_moves_on(jsflow_client):
     # given a keyed flow where value 1 always fails
-    name = unique("kdead")
+    name = uniq("kdead")
     seen: list[int] = []
 
     async def stage(msg):
@@ -174,7 +208,7 @@ async def test_keyed_flow_dead_letters_after_max_deliver_then_moves_on(jsflow_cl
 
     flow = FlowHandler(
         jsflow_client,
-        source=_source(name),
+        source=flow_source(name),
         stages=[stage],
         key=lambda msg: "k",
         max_deliver=3,
@@ -197,7 +231,7 @@ async def test_failing_key_function_fails_the_message_instead_of_running_unorder
     jsflow_client,
 ):
     # given a key function that raises for value 1
-    name = unique("kfn")
+    name = uniq("kfn")
     seen: list[int] = []
 
     def key(msg):
@@ -211,7 +245,7 @@ async def test_failing_key_function_fails_the_message_instead_of_running_unorder
 
     flow = FlowHandler(
         jsflow_client,
-        source=_source(name),
+        source=flow_source(name),
         stages=[stage],
         key=key,
         max_deliver=1,
@@ -227,33 +261,3 @@ async def test_failing_key_function_fails_the_message_instead_of_running_unorder
     dead = (await stream_msgs(jsflow_client, f"DL_{name}"))[0]
     assert dead.headers["Jsflow-Stage"] == "key"
     assert dead.data == b"1"
-
-
-async def test_two_flows_on_one_stream_into_one_sink_stream_both_publish(jsflow_client):
-    # given two flows (different durables) reading one stream into one sink stream
-    name = unique("twoflows")
-    sink_stream = f"OUT_{name}"
-    flows = [
-        FlowHandler(
-            jsflow_client,
-            source=_source(name, durable=f"{tag}_{name}"),
-            stages=[lambda msg, tag=tag: _tagged(msg, tag)],
-            sink=StreamSink(f"out.{name}.{tag}", stream=sink_stream if tag == "a" else None),
-        )
-        for tag in ("a", "b")
-    ]
-    async with flows[0]:
-        await jsflow_client.js.update_stream(
-            name=sink_stream, subjects=[f"out.{name}.a", f"out.{name}.b"]
-        )
-        async with flows[1]:
-            # when one message arrives
-            await publish_json(jsflow_client, f"in.{name}", [5])
-            await eventually(lambda: count_is(jsflow_client, sink_stream, 2))
-    # then each flow's output was stored: neither deduped the other's away
-    msgs = await stream_msgs(jsflow_client, sink_stream)
-    assert sorted(m.data for m in msgs) == [b"a5", b"b5"]
-
-
-async def _tagged(msg, tag):
-    return f"{tag}{msg.data}"

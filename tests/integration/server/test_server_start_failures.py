@@ -1,27 +1,16 @@
-"""A server that does not start says why and leaves nothing behind; bad arguments fail early."""
+"""A server or cluster that does not start says why and leaves nothing behind (bad arguments:
+unit/test_server_arguments.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import jsflow
 from jsflow.errors import ServerStartError
-
-
-@pytest.fixture
-def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Where temporary store dirs go for this test (empty at the start)."""
-    root = tmp_path / "tmp"
-    root.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(root))
-    yield root
 
 
 async def test_a_bad_flag_is_named_and_nothing_is_left_behind(temp_root: Path) -> None:
@@ -72,55 +61,4 @@ async def test_a_failed_cluster_start_stops_its_servers_and_leaves_nothing(
             pass
     # then no server runs and its temporary root is gone
     assert not any(s.running for s in cluster.servers)
-    assert list(temp_root.iterdir()) == []
-
-
-def test_server_start_error_is_a_jsflow_error() -> None:
-    assert issubclass(jsflow.ServerStartError, jsflow.JsflowError)
-    assert jsflow.ServerStartError is ServerStartError
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"port": "x"},
-        {"port": -1},
-        {"port": 70000},
-        {"port": True},
-        {"port": 4222.0},
-        {"args": "-js"},
-        {"args": ["-js", 1]},
-        {"args": None},
-        {"store_dir": 5},
-        {"start_timeout": 0},
-        {"start_timeout": "1"},
-        {"name": 3},
-        {"sync_always": "yes"},
-    ],
-)
-async def test_wrong_typed_server_arguments_fail_before_any_process(
-    kwargs: dict[str, Any], temp_root: Path
-) -> None:
-    with pytest.raises(jsflow.ConfigError):
-        jsflow.EmbeddedServer(**kwargs)
-    assert list(temp_root.iterdir()) == []
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"size": 0},
-        {"size": "3"},
-        {"size": 1.5},
-        {"size": 10**6},
-        {"name": "a b"},
-        {"args": "-js"},
-        {"store_dir": object()},
-    ],
-)
-async def test_wrong_typed_cluster_arguments_fail_before_any_process(
-    kwargs: dict[str, Any], temp_root: Path
-) -> None:
-    with pytest.raises(jsflow.ConfigError):
-        jsflow.LocalCluster(**kwargs)
     assert list(temp_root.iterdir()) == []

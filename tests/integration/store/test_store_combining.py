@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import jsflow
+from tests.support.names import second_client
 
 _keys = itertools.count()
 
@@ -69,7 +70,7 @@ async def test_concurrent_updates_in_one_process_do_not_conflict(
     jsflow_client: jsflow.Client, jsflow_bucket: str
 ) -> None:
     # given a store on a fresh connection (nothing cached)
-    async with await jsflow.connect(jsflow_client.nc.connected_url.geturl()) as client:  # type: ignore[union-attr]
+    async with await second_client(jsflow_client) as client:
         store = await client.object_store(jsflow_bucket, int, retry=jsflow.RetryPolicy(attempts=1))
         before = client.nc.stats["out_msgs"]
         # when 300 increments of one key run concurrently (no retry allowed)
@@ -97,8 +98,7 @@ async def test_two_clients_updating_one_key_lose_nothing(
     jsflow_client: jsflow.Client, jsflow_bucket: str
 ) -> None:
     # given two independent clients (two processes' worth of stores)
-    url = jsflow_client.nc.connected_url.geturl()  # type: ignore[union-attr]
-    async with await jsflow.connect(url) as a, await jsflow.connect(url) as b:
+    async with await second_client(jsflow_client) as a, await second_client(jsflow_client) as b:
         sa = await a.object_store(jsflow_bucket, int)
         sb = await b.object_store(jsflow_bucket, int)
 
@@ -187,15 +187,6 @@ async def test_endless_conflict_stops_at_the_deadline(
     with pytest.raises(jsflow.ConflictError) as info:
         await store.update("k", contended)
     assert 1 <= info.value.attempts < 1000
-
-
-def test_retry_policy_rejects_bad_bounds() -> None:
-    with pytest.raises(jsflow.ConfigError):
-        jsflow.RetryPolicy(attempts=0)
-    with pytest.raises(jsflow.ConfigError):
-        jsflow.RetryPolicy(deadline=0)
-    with pytest.raises(jsflow.ConfigError):
-        jsflow.RetryPolicy(initial_backoff=1.0, max_backoff=0.5)
 
 
 class StoreMachine(RuleBasedStateMachine):

@@ -1,29 +1,17 @@
-"""watch() yields changes in order, exactly once, across restarts; listen() shares one watch."""
+"""watch() yields changes in order, exactly once; listen() shares one watch; both end with
+ConnectionClosedError when their client or connection closes (across server restarts:
+system/test_durability.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 import jsflow
-
-STEP = 10.0  # generous per-change timeout: only there to turn a hang into a failure
-
-
-async def next_change(watch: jsflow.Watch[int]) -> jsflow.Change[int]:
-    return await asyncio.wait_for(anext(watch), STEP)
-
-
-async def take(watch: jsflow.Watch[int], n: int) -> list[tuple[str, int | None, jsflow.Op]]:
-    return [(c.key, c.value, c.op) for c in [await next_change(watch) for _ in range(n)]]
-
-
-async def consumer_count(client: jsflow.Client, bucket: str) -> int:
-    info = await client.js.stream_info(f"KV_{bucket}")
-    return int(info.state.consumer_count)
+from jsflow.errors import ConnectionClosedError
+from tests.support.names import second_client
+from tests.support.watch import STEP, consumer_count, next_change, take
 
 
 async def test_watch_yields_initial_values_then_changes(
@@ -81,13 +69,6 @@ async def test_watch_include_history_replays_all_revisions(
         assert [v for _, v, _ in await take(watch, 4)] == [0, 1, 2, 3]
         await store.put("k", 4)
         assert [v for _, v, _ in await take(watch, 1)] == [4]
-
-
-def test_watch_rejects_bad_patterns_without_a_server() -> None:
-    # (store methods that fail fast need no server; a bare object is enough here)
-    store = jsflow.ObjectStore.__new__(jsflow.ObjectStore)
-    with pytest.raises(jsflow.InvalidKeyError):
-        store.watch("a.>.b")
 
 
 async def test_watch_include_history_with_updates_only_is_config_error(
@@ -149,57 +130,6 @@ async def test_closing_a_watch_releases_its_consumer(
     assert await consumer_count(jsflow_client, jsflow_bucket) == 0
 
 
-async def test_keys_and_history_leave_no_consumer_behind(
-    jsflow_client: jsflow.Client, jsflow_bucket: str
-) -> None:
-    # given a store with data
-    store = await jsflow_client.object_store(jsflow_bucket, int, history=3)
-    await store.put("a", 1)
-    # when keys() and history() run many times
-    for _ in range(20):
-        assert await store.keys() == ["a"]
-        assert len(await store.history("a")) == 1
-    # then no consumer is left on the server (they are scarce)
-    assert await consumer_count(jsflow_client, jsflow_bucket) == 0
-
-
-@pytest_asyncio.fixture
-async def own_server() -> AsyncIterator[jsflow.EmbeddedServer]:
-    """A server this test restarts."""
-    async with jsflow.EmbeddedServer() as srv:
-        yield srv
-
-
-async def test_watch_survives_server_restart_without_loss_or_repeat(
-    own_server: jsflow.EmbeddedServer,
-) -> None:
-    # given a watch that has seen some writes (history keeps every revision of the key, so
-    # a consumer re-created after the restart can still deliver each one)
-    async with await jsflow.connect(own_server.url) as client:
-        store = await client.object_store("restart", int, history=20)
-        async with store.watch(updates_only=True) as watch:
-            before = [await store.put("k", i) for i in range(5)]
-            seen = [await next_change(watch) for _ in range(3)]
-            # when the server restarts, and more is written once the client reconnects
-            await own_server.restart()
-            after = []
-            for i in range(5, 10):
-                for _ in range(100):
-                    try:
-                        after.append(await store.put("k", i))
-                        break
-                    except (jsflow.ConnectionFailedError, jsflow.RequestTimeoutError):
-                        await asyncio.sleep(0.1)
-            assert len(after) == 5
-            seen += [await next_change(watch) for _ in range(7)]
-            # then every revision came exactly once, in order
-            assert [c.revision for c in seen] == [e.revision for e in before + after]
-            assert [c.value for c in seen] == list(range(10))
-            # and nothing more is pending
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(anext(watch), 1.5)
-
-
 async def test_listeners_share_one_consumer_and_all_wake(
     jsflow_client: jsflow.Client, jsflow_bucket: str
 ) -> None:
@@ -246,60 +176,59 @@ async def test_closed_listener_is_not_woken(
     assert closed.latest is None
 
 
-async def put_when_back(store: jsflow.ObjectStore[int], key: str, value: int) -> jsflow.Entry[int]:
-    """Write once the client has reconnected to the restarted server (bounded retries)."""
-    for _ in range(100):
-        try:
-            return await store.put(key, value)
-        except (jsflow.ConnectionFailedError, jsflow.RequestTimeoutError, jsflow.ServerError):
-            await asyncio.sleep(0.1)
-    raise AssertionError("the server did not come back")
-
-
-async def test_listeners_wake_after_a_server_restart(
-    own_server: jsflow.EmbeddedServer,
+async def test_closing_the_client_ends_a_pending_watch_with_connection_closed(
+    jsflow_client: jsflow.Client, jsflow_bucket: str
 ) -> None:
-    # given a listener on the shared watch, and the application's own reconnect callback
-    reconnected = asyncio.Event()
-
-    async def on_reconnected() -> None:
-        reconnected.set()
-
-    async with await jsflow.connect(own_server.url, reconnected_cb=on_reconnected) as client:
-        store = await client.object_store("relisten", int, history=5)
-        with await store.listen("k") as listener:
-            before = store.shared_watch_resumes
-            # when the server restarts and the key changes once the client is back
-            await own_server.restart()
-            await asyncio.wait_for(reconnected.wait(), STEP)
-            entry = await put_when_back(store, "k", 7)
-            # then the listener wakes with that change
-            change = await listener.wait(timeout=STEP)
-            assert change is not None and change.value == 7 and change.revision == entry.revision
-            # and the hub re-created its consumer on the reconnect (not by heartbeat timeout),
-            # still one consumer for the bucket, while the application's callback still ran
-            assert store.shared_watch_resumes > before
-        for _ in range(50):
-            if await consumer_count(client, "relisten") == 1:
-                break
-            await asyncio.sleep(0.1)
-        assert await consumer_count(client, "relisten") == 1
+    async with asyncio.timeout(15):
+        # given a watch of another client, iterated in a task that waits for a change
+        other = await second_client(jsflow_client)
+        store = await other.object_store(jsflow_bucket, int)
+        watch = store.watch(updates_only=True)
+        await watch.start()
+        before = asyncio.all_tasks()
+        pending = asyncio.create_task(watch.__anext__())
+        await asyncio.sleep(0.1)
+        # when the client closes
+        await other.close()
+        # then the iteration ends with ConnectionClosedError, and so does the next one
+        with pytest.raises(ConnectionClosedError):
+            await pending
+        with pytest.raises(ConnectionClosedError):
+            await watch.__anext__()
+        # and no jsflow task is left running
+        await asyncio.sleep(0.1)
+        left = [t for t in asyncio.all_tasks() - before if not t.done() and t is not pending]
+        assert [t for t in left if "jsflow" in repr(t.get_coro())] == []
 
 
-async def test_fresh_updates_only_watch_does_not_replay_history_after_restart(
-    own_server: jsflow.EmbeddedServer,
+async def test_a_watch_ends_when_the_connection_closes_for_good(
+    jsflow_client: jsflow.Client, jsflow_bucket: str
 ) -> None:
-    # given an updates-only watch that has seen nothing yet, on a bucket with history
-    async with await jsflow.connect(own_server.url) as client:
-        store = await client.object_store("fresh", int, history=10)
-        for i in range(3):
-            await store.put("k", i)
-        async with store.watch("k", updates_only=True) as watch:
-            # when the server restarts and one new value is written
-            await own_server.restart()
-            entry = await put_when_back(store, "k", 99)
-            # then only that value comes, not the three written before the watch began
-            change = await next_change(watch)
-            assert (change.value, change.revision) == (99, entry.revision)
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(anext(watch), 3.0)
+    async with asyncio.timeout(15):
+        # given a watch of another client
+        other = await second_client(jsflow_client)
+        store = await other.object_store(jsflow_bucket, int)
+        watch = store.watch(updates_only=True)
+        await watch.start()
+        pending = asyncio.create_task(watch.__anext__())
+        await asyncio.sleep(0.1)
+        # when its connection closes without the client being closed
+        await other.nc.close()
+        # then the pending iteration ends with ConnectionClosedError within seconds
+        with pytest.raises(ConnectionClosedError):
+            await pending
+        await other.close()
+
+
+async def test_a_listener_waiting_on_a_closed_client_gets_connection_closed(
+    jsflow_client: jsflow.Client, jsflow_bucket: str
+) -> None:
+    async with asyncio.timeout(15):
+        other = await second_client(jsflow_client)
+        store = await other.object_store(jsflow_bucket, int)
+        listener = await store.listen("k")
+        pending = asyncio.create_task(listener.wait())
+        await asyncio.sleep(0.1)
+        await other.close()
+        with pytest.raises(ConnectionClosedError):
+            await pending

@@ -1,8 +1,11 @@
-"""Cancelling a running task reaches its worker even when the core cancel signal is lost."""
+"""Cancelling a task: a pending one never starts, a running one is interrupted by its
+signal (whatever its id holds) or, when the signal is lost, through its state; a cancel is
+never retried, and running tasks watch their state through one shared watch."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -12,12 +15,10 @@ from jsflow.tasks.app import App
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import cancel_subject, state_bucket
 from jsflow.tasks.worker import Worker
+from tests.support.names import uniq
+from tests.support.tasks import long_task
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 async def _deafen(worker: Worker) -> None:
@@ -31,19 +32,73 @@ async def _deafen(worker: Worker) -> None:
     raise AssertionError("the worker has no cancel subscription")
 
 
-def _long_task(app: App) -> tuple[object, asyncio.Event, asyncio.Event]:
-    started, interrupted = asyncio.Event(), asyncio.Event()
+async def test_cancel_pending_task_never_starts(jsflow_client: jsflow.Client) -> None:
+    # given a task submitted while no worker runs
+    app = App(jsflow_client, "t")
+    ran: list[int] = []
 
-    @app.task(name=uniq("long"), retries=0)
-    async def long() -> None:
-        started.set()
-        try:
-            await asyncio.sleep(120)
-        except asyncio.CancelledError:
-            interrupted.set()
-            raise
+    @app.task(name=uniq("never"))
+    async def never() -> None:
+        ran.append(1)
 
-    return long, started, interrupted
+    handle = await never.submit()
+    # when it is cancelled, then a worker started later never runs it
+    assert await handle.cancel() is True
+    async with app.worker():
+        with pytest.raises(jsflow.TaskCancelledError):
+            await handle.result(timeout=10)
+        marker = await never.submit()  # a later task proves the request was consumed
+        await marker.result(timeout=10)
+    assert ran == [1]
+    assert await handle.status() is TaskStatus.CANCELLED
+    assert await handle.cancel() is False  # already finished
+
+
+async def test_cancel_running_task_interrupts_its_coroutine(jsflow_client: jsflow.Client) -> None:
+    # given a long task running on a worker
+    app = App(jsflow_client, "t")
+    long, started, interrupted = long_task(app, uniq("long"), seconds=60)
+
+    async with app.worker():
+        handle = await long.submit()
+        await asyncio.wait_for(started.wait(), 10)
+        # when it is cancelled
+        assert await handle.cancel() is True
+        # then its coroutine is cancelled within a second and result() says so
+        await asyncio.wait_for(interrupted.wait(), 1.0)
+        with pytest.raises(jsflow.TaskCancelledError):
+            await handle.result(timeout=10)
+    assert await handle.status() is TaskStatus.CANCELLED
+    assert [e.kind async for e in handle.events(idle_timeout=5)][-1] == "cancelled"
+
+
+async def test_cancelling_a_running_task_with_a_dotted_id_interrupts_it_by_its_signal(
+    jsflow_client: jsflow.Client,
+) -> None:
+    # given a task of a named app that sleeps 30 s, running under an id holding dots
+    app = App(jsflow_client, uniq("orders"))
+    sleepy, started, interrupted = long_task(app, uniq("sleepy"), seconds=30, retries=0)
+
+    task_id = f"order.{uuid.uuid4().hex[:8]}.v1"
+    signals = await jsflow_client.nc.subscribe(cancel_subject(app.scope, task_id))
+    try:
+        async with asyncio.timeout(15), app.worker():
+            handle = await sleepy.submit_with(task_id=task_id)
+            await started.wait()
+            # when it is cancelled at once (before the state watch of long attempts starts)
+            begin = time.monotonic()
+            assert await handle.cancel() is True
+            await interrupted.wait()
+            took = time.monotonic() - begin
+            # then the signal on the app's cancel subject, dotted id and all, interrupted it
+            # well before the fallback watch (after 1 s of running) could
+            assert (await signals.next_msg(timeout=5)).subject == cancel_subject(app.scope, task_id)
+            assert took < 0.9, f"interrupted only after {took:.2f}s"
+            with pytest.raises(jsflow.TaskCancelledError):
+                await handle.result(timeout=10)
+    finally:
+        await signals.unsubscribe()
+    assert await handle.status() is jsflow.TaskStatus.CANCELLED
 
 
 async def test_running_task_is_cancelled_when_its_cancel_signal_is_lost(
@@ -51,7 +106,7 @@ async def test_running_task_is_cancelled_when_its_cancel_signal_is_lost(
 ) -> None:
     # given a long task running on a worker that no longer hears core cancel signals
     app = App(jsflow_client, "t")
-    long, started, interrupted = _long_task(app)
+    long, started, interrupted = long_task(app, uniq("long"), retries=0)
     async with app.worker() as worker:
         await _deafen(worker)
         handle = await long.submit()  # type: ignore[attr-defined]
@@ -95,6 +150,35 @@ async def test_cancel_called_again_resends_the_signal(jsflow_client: jsflow.Clie
     assert (first, again) == (True, True)
     assert signals == [signal] * 2
     assert (await handle.status()).terminal
+
+
+async def test_cancel_of_a_task_that_fails_on_cancellation_is_not_retried(
+    jsflow_client: jsflow.Client,
+) -> None:
+    # given a running task that turns its cancellation into an error, with long backoff
+    app = App(jsflow_client, "t")
+    started = asyncio.Event()
+    calls: list[int] = []
+
+    @app.task(name=uniq("stubborn"), retries=3, backoff=300.0, max_backoff=300.0)
+    async def stubborn() -> None:
+        calls.append(1)
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise RuntimeError("interrupted") from None
+
+    async with app.worker():
+        handle = await stubborn.submit()
+        await asyncio.wait_for(started.wait(), 10)
+        # when it is cancelled
+        assert await handle.cancel() is True
+        # then it ends CANCELLED at once instead of waiting to be retried
+        with pytest.raises(jsflow.TaskCancelledError):
+            await handle.result(timeout=20)
+    assert await handle.status() is TaskStatus.CANCELLED
+    assert calls == [1]
 
 
 async def test_running_tasks_share_one_watch_and_release_their_listeners(

@@ -1,12 +1,13 @@
-"""Task event followers cost the server nothing per follower; payloads fit small servers;
-ids and options are checked before any I/O."""
+"""Task events: one log per task, as durable as the task's state (a lost terminal event comes
+back on redelivery, never twice); followers cost the server nothing each, see every event
+once in order across replay and live, resume after a sequence, and end when closed or when
+their client closes; options and ids are checked before any I/O."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -14,16 +15,14 @@ import pytest_asyncio
 import jsflow
 from jsflow.tasks import events as events_module
 from jsflow.tasks.app import App
-from jsflow.tasks.artifacts import ArtifactStore
 from jsflow.tasks.context import current_task
 from jsflow.tasks.events import TaskEvents
-from jsflow.tasks.streams import TASK_STREAM
+from jsflow.tasks.lifecycle import new_state, set_status
+from jsflow.tasks.status import TaskStatus
+from jsflow.tasks.streams import TASK_STREAM, event_subject, task_filter, task_token
+from tests.support.names import uniq
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -185,68 +184,6 @@ async def test_closing_the_client_ends_its_followers_with_connection_closed(
             await waiting
 
 
-def _small_server(tmp_path: Path) -> jsflow.EmbeddedServer:
-    conf = tmp_path / "small.conf"
-    conf.write_text("max_payload: 2048\n")  # nats-server has no flag for it: a config file
-    return jsflow.EmbeddedServer(args=["-c", str(conf)])
-
-
-async def test_a_3kb_artifact_fits_a_2kb_server_in_chunks(tmp_path: Path) -> None:
-    async with asyncio.timeout(30), _small_server(tmp_path) as server:
-        client = await jsflow.connect(server.url)
-        async with client:
-            # given a 2 KB server, the inline limit leaves a task state room to fit
-            store = ArtifactStore(client)
-            assert store.inline_limit(256 * 1024) < 1024
-            # when 3 KB go to the object store (with a TTL header on every chunk)
-            data = bytes(range(256)) * 12
-            ref = await store.put("big.args", data, ttl=60)
-            # then they come back whole
-            assert await store.get(ref) == data
-
-
-async def test_a_3kb_argument_and_result_go_to_the_object_store_on_a_2kb_server(
-    tmp_path: Path,
-) -> None:
-    async with asyncio.timeout(30), _small_server(tmp_path) as server:
-        client = await jsflow.connect(server.url)
-        async with client:
-            assert client.nc.max_payload == 2048
-            # given a task whose argument and result are 3 KB each on a 2 KB server
-            app = App(client, "t")
-
-            @app.task(name=uniq("big"))
-            async def big(text: str) -> str:
-                return text.upper()
-
-            async with app.worker():
-                handle = await big.submit("x" * 3000)
-                # then it succeeds, both payloads travelling as artifacts
-                assert await handle.result(timeout=15) == "X" * 3000
-            state = await handle.info()
-            assert state is not None
-
-
-async def test_the_inline_limit_is_capped_by_the_servers_max_payload(
-    jsflow_client: jsflow.Client,
-) -> None:
-    store = ArtifactStore(jsflow_client)
-    max_payload = jsflow_client.nc.max_payload
-    assert store.inline_limit(10**12) < max_payload
-    assert store.inline_limit(100) == 100
-
-
-@pytest.mark.parametrize("ref", ["obj:bad name", "obj:" + "a" * 5000, "obj:", "plain", "obj:a..b"])
-async def test_an_illegal_artifact_reference_is_a_codec_error_before_any_io(
-    jsflow_client: jsflow.Client, ref: str
-) -> None:
-    store = ArtifactStore(jsflow_client)
-    with pytest.raises(jsflow.CodecError):
-        await store.get(ref)
-    await store.delete(ref)  # nothing to delete: no error
-    assert store._store is None  # nothing was opened
-
-
 async def test_wrong_typed_options_and_ids_are_config_errors_naming_them(
     jsflow_client: jsflow.Client,
 ) -> None:
@@ -265,3 +202,116 @@ async def test_wrong_typed_options_and_ids_are_config_errors_naming_them(
         opt.handle("no spaces allowed")
     with pytest.raises(jsflow.ConfigError, match="task id"):
         TaskEvents(jsflow_client, "x" * 5000)
+
+
+async def test_each_event_is_stored_once_in_the_task_stream(jsflow_client: jsflow.Client) -> None:
+    # given a task that ran to completion
+    app = App(jsflow_client, "t")
+    name = uniq("once")
+
+    @app.task(name=name)
+    async def once() -> int:
+        return 1
+
+    async with app.worker():
+        handle = await once.submit()
+        await handle.result(timeout=10)
+        kinds = [e.kind async for e in handle.events(idle_timeout=5)]
+    # then its log replays requested, started, completed
+    assert kinds == ["requested", "started", "completed"]
+    # and every one of them is a single message on task.<kind>.<app>~<name>.<id>
+    token = task_token(app.scope, name)
+    info = await jsflow_client.js.stream_info(TASK_STREAM, subjects_filter=task_filter(handle.id))
+    assert info.state.subjects == {
+        f"task.requested.{token}.{handle.id}": 1,
+        f"task.started.{token}.{handle.id}": 1,
+        f"task.completed.{token}.{handle.id}": 1,
+    }
+
+
+async def _kinds(client: jsflow.Client, token: str, task_id: str) -> list[str]:
+    info = await client.js.stream_info(TASK_STREAM, subjects_filter=task_filter(task_id, token))
+    return sorted((info.state.subjects or {}).keys())
+
+
+async def test_a_finished_task_whose_completed_event_was_lost_gets_it_on_redelivery(
+    jsflow_client: jsflow.Client,
+) -> None:
+    # A worker recorded SUCCEEDED, then the completion event's publish failed (a failover)
+    # so the request stayed unacked and comes back: followers must still see the end.
+    app = App(jsflow_client, f"dur{uuid.uuid4().hex[:6]}")
+
+    @app.task
+    async def work() -> int:
+        raise AssertionError("a finished task must not run again")
+
+    backend = await app.backend()
+    task_id = uuid.uuid4().hex
+    state = new_state(task_id, "work", work.codec.encode_args((), {}), "")
+    revision = await backend.store.create(state)
+    assert revision
+    subject, body, headers = backend.requests.message(state, task_id, revision)
+    done = await backend.store.get(task_id)
+    assert done is not None
+    set_status(done, TaskStatus.SUCCEEDED)
+    assert await backend.store.compare_and_set(done, revision)
+    await jsflow_client.js.publish(subject, body, headers=headers)
+    handle = await app.handle(task_id)
+
+    async with asyncio.timeout(30), app.worker():
+        kinds = [event.kind async for event in handle.events()]
+    assert kinds[-1] == "completed"
+    assert event_subject("completed", backend.token("work"), task_id) in await _kinds(
+        jsflow_client, backend.token("work"), task_id
+    )
+
+
+async def test_a_redelivered_finished_task_does_not_repeat_a_stored_terminal_event(
+    jsflow_client: jsflow.Client,
+) -> None:
+    app = App(jsflow_client, f"dur{uuid.uuid4().hex[:6]}")
+    runs = 0
+
+    @app.task
+    async def once() -> int:
+        nonlocal runs
+        runs += 1
+        return 7
+
+    async with asyncio.timeout(30), app.worker():
+        handle = await once.submit()
+        assert await handle.result(timeout=20) == 7
+        backend = await app.backend()
+        state = await backend.store.get(handle.id)
+        assert state is not None
+        # The same request again (as after a lost ack): acked, no second run, no second event.
+        subject, body, headers = backend.requests.message(state, f"{handle.id}-again", 0)
+        await jsflow_client.js.publish(subject, body, headers=headers)
+        await asyncio.sleep(1.0)
+    assert runs == 1
+    completed = event_subject("completed", backend.token("once"), handle.id)
+    info = await jsflow_client.js.stream_info(TASK_STREAM, subjects_filter=completed)
+    assert (info.state.subjects or {}).get(completed) == 1
+
+
+async def test_a_follower_resumed_after_a_sequence_gets_exactly_the_events_after_it(
+    jsflow_client: jsflow.Client,
+) -> None:
+    app = App(jsflow_client, f"dur{uuid.uuid4().hex[:6]}")
+
+    @app.task
+    async def steps() -> int:
+        ctx = jsflow.current_task()
+        for p in (25, 50, 75):
+            await ctx.progress(p)
+        return 1
+
+    async with asyncio.timeout(30), app.worker():
+        handle = await steps.submit()
+        everything = [e async for e in handle.events()]
+        assert [e.kind for e in everything][-1] == "completed"
+        seqs = [e.seq for e in everything]
+        assert all(s > 0 for s in seqs) and seqs == sorted(set(seqs))
+        for cut in range(len(everything)):
+            rest = [e async for e in handle.events(after_seq=everything[cut].seq)]
+            assert rest == everything[cut + 1 :]

@@ -1,4 +1,5 @@
-"""Core task behaviour against a real nats-server: submit, workers, results, retries, events."""
+"""Core task behaviour against a real nats-server: submit, workers, results, retries, events,
+many waiters on one consumer, and the request max age."""
 
 from __future__ import annotations
 
@@ -21,14 +22,12 @@ from jsflow.tasks.streams import (
     TASK_STREAM,
     event_subject,
     message_ttl,
+    state_bucket,
     task_token,
 )
+from tests.support.names import second_client, uniq
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 async def test_submit_then_result_returns_the_value(jsflow_client: jsflow.Client) -> None:
@@ -162,7 +161,7 @@ async def test_two_workers_never_both_complete_one_task(jsflow_client: jsflow.Cl
     # given two workers (two clients) sharing one task's consumer
     name = uniq("once")
     seen: dict[str, list[str]] = {}
-    other = await jsflow.connect(jsflow_client.nc.connected_url.geturl())  # type: ignore[union-attr]
+    other = await second_client(jsflow_client)
     apps = [App(jsflow_client, "a"), App(other, "b")]
     fns: list[Any] = []
     for i, app in enumerate(apps):
@@ -301,7 +300,21 @@ async def test_requests_and_events_carry_the_request_max_age_as_ttl(
         assert (msg.headers or {}).get("Nats-TTL") == ttl
 
 
-async def test_request_max_age_must_be_a_positive_duration() -> None:
-    for bad in (0, -5, float("inf"), float("nan"), "7d"):
-        with pytest.raises(jsflow.ConfigError):
-            App(None, "t", request_max_age=bad)  # type: ignore[arg-type]
+async def test_thousand_pending_handles_share_one_consumer(jsflow_client: jsflow.Client) -> None:
+    # given 1,200 submitted tasks and a waiter on each result, with no worker yet
+    app = App(jsflow_client, "t")
+
+    @app.task(name=uniq("many"))
+    async def many(i: int) -> int:
+        return i
+
+    handles = await asyncio.gather(*(many.submit(i) for i in range(1200)))
+    waiters = [asyncio.ensure_future(h.result(timeout=60)) for h in handles]
+    await asyncio.sleep(0.5)
+    # then the task-state bucket has a single consumer however many wait
+    info = await jsflow_client.js.stream_info(f"KV_{state_bucket(app.scope)}")
+    assert info.state.consumer_count <= 2  # the shared watch (+ at most one keys() scan)
+    # and when a worker runs, every waiter gets its result
+    async with app.worker(concurrency=64):
+        results = await asyncio.gather(*waiters)
+    assert results == list(range(1200))

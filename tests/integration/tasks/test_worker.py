@@ -4,7 +4,6 @@ its connection is gone and never "starts" without its consumer."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import pytest
@@ -23,23 +22,11 @@ from jsflow.tasks.streams import (
     request_subject,
 )
 from jsflow.tasks.worker import MAX_ERROR_MESSAGE, MAX_ERROR_TYPE, durable_name
+from tests.support.names import uniq
+from tests.support.polling import running_jsflow_tasks
+from tests.support.streams import drained
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-async def _settled(client: jsflow.Client, name: str) -> Any:
-    """Until the consumer of ``name`` has nothing pending and nothing awaiting an ack."""
-    info = None
-    for _ in range(500):
-        info = await client.js.consumer_info(TASK_STREAM, durable_name(name))
-        if info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.stream_seq:
-            return info
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"consumer of {name} did not settle: {info}")
 
 
 @pytest.mark.parametrize(
@@ -70,7 +57,7 @@ async def test_request_with_an_illegal_id_is_terminated_and_the_worker_goes_on(
         payload = work.codec.encode_args((1,), {})
         await jsflow_client.js.publish(request_subject(work.name), payload, headers=headers)
         # then it is terminated at once (not left to redeliver), without running
-        info = await _settled(jsflow_client, work.name)
+        info = await drained(jsflow_client, durable_name(work.name))
         assert info.num_redelivered == 0
         assert calls == []
         # and the worker and its connection go on
@@ -116,7 +103,7 @@ async def test_request_for_another_tasks_id_leaves_that_task_untouched(
             headers={H_TASK_ID: pending.id, H_STATE_REVISION: str(info.revision)},
         )
         # then both are terminated: email does not run, charge stays pending as it was
-        await _settled(jsflow_client, email.name)
+        await drained(jsflow_client, durable_name(email.name))
     assert ran == []
     after = await backend.store.info(pending.id)
     assert after is not None
@@ -165,20 +152,11 @@ async def test_exception_with_a_huge_type_name_is_recorded_truncated(
     assert failed.value.error_message == "bad"
 
 
-def _jsflow_tasks() -> set[asyncio.Task[Any]]:
-    found = set()
-    for task in asyncio.all_tasks():
-        code = getattr(task.get_coro(), "cr_code", None)
-        if code is not None and "/jsflow/" in code.co_filename and not task.done():
-            found.add(task)
-    return found
-
-
 @pytest.mark.parametrize("how", ["client.close", "nc.close"])
 async def test_worker_run_ends_when_its_connection_is_closed_for_good(
     jsflow_server: jsflow.EmbeddedServer, how: str
 ) -> None:
-    before = _jsflow_tasks()
+    before = running_jsflow_tasks()
     client = await jsflow.connect(jsflow_server.url)
     app = App(client)
     started = asyncio.Event()
@@ -202,10 +180,10 @@ async def test_worker_run_ends_when_its_connection_is_closed_for_good(
         with pytest.raises(ConnectionClosedError):
             await run
         for _ in range(100):  # callbacks of closing subscriptions finish on their own
-            if not _jsflow_tasks() - before:
+            if not running_jsflow_tasks() - before:
                 break
             await asyncio.sleep(0.05)
-    assert _jsflow_tasks() - before == set()
+    assert running_jsflow_tasks() - before == set()
     await client.close()
 
 

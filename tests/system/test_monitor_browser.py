@@ -11,7 +11,7 @@ import pytest
 
 from jsflow.tasks.app import App
 from jsflow.web import create_app
-from tests.test_web_helpers import serving, uniq
+from tests.support.web import serving, uniq
 
 try:
     from playwright.async_api import async_playwright, expect

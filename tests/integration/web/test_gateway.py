@@ -21,7 +21,7 @@ from jsflow.tasks.status import TaskStatus
 from jsflow.web import create_app
 from jsflow.web.errors import status_for
 from jsflow.web.routes import STATIC_DIR
-from tests.test_web_helpers import eventually, serving, sse_events, stream_msgs, uniq
+from tests.support.web import eventually, serving, sse_events, stream_msgs, uniq
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

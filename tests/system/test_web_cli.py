@@ -16,7 +16,7 @@ import pytest
 
 import jsflow
 from jsflow.tasks.worker import durable_name
-from tests.test_web_helpers import uniq
+from tests.support.web import uniq
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
