@@ -26,7 +26,6 @@ import jsflow
 from jsflow.tasks.lifecycle import MAX_TRACEBACK
 from jsflow.tasks.stats import task_stats
 
-
 CHILD = Path(__file__).with_name("_otel_child.py")
 _SPANS = InMemorySpanExporter()
 _READER = InMemoryMetricReader()
