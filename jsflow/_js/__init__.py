@@ -14,7 +14,7 @@ from nats.js import JetStreamContext, api
 from nats.js import errors as js_errors
 from nats.js import object_store as js_object_store
 
-from jsflow._js import codes, headers, internals, streams
+from jsflow._js import codes, headers, internals, streams, subscriptions
 from jsflow._js.errors import map_nats_errors
 from jsflow._js.guard import GuardedClient
 from jsflow._js.pull import Puller
@@ -34,4 +34,5 @@ __all__ = [
     "map_nats_errors",
     "nats_errors",
     "streams",
+    "subscriptions",
 ]

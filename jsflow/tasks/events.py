@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import math
 import time
 import weakref
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from jsflow._js import Msg, codes, js_errors, map_nats_errors
+from jsflow._js import Msg, codes, js_errors, map_nats_errors, subscriptions
 from jsflow._proto import task_pb2
 from jsflow._validate import check_id, count, optional_duration, shorten
 from jsflow.errors import (
@@ -308,17 +307,11 @@ class _EventHub:
                 self.direct = bool(info.config.allow_direct)
                 self._probed = True
             if self._sub is None and not self.closed:
-                with map_nats_errors(subject=_LIVE_SUBJECT):
-                    sub = await client.nc.subscribe(_LIVE_SUBJECT, cb=self._on_msg)
-                    try:
-                        # The server has the interest before the first read: nothing
-                        # stored after that read can go unnoticed.
-                        await client.nc.flush(timeout=math.ceil(client.timeout))
-                    except BaseException:
-                        with contextlib.suppress(Exception):
-                            await sub.unsubscribe()
-                        raise
-                self._sub = sub
+                # The server has the interest before the first read: nothing stored after
+                # that read can go unnoticed.
+                self._sub = await subscriptions.subscribe_confirmed(
+                    client.nc, _LIVE_SUBJECT, self._on_msg, timeout=client.timeout
+                )
 
     def leave(self, follower: TaskEvents) -> None:
         """Forget ``follower`` at once; the subscription goes when no follower is left."""

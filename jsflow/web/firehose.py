@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from jsflow._js import Msg, map_nats_errors
+from jsflow._js import Msg, subscriptions
 from jsflow.errors import CodecError, ConnectionClosedError
 from jsflow.tasks.events import TaskEvent, event_from_msg
 from jsflow.tasks.streams import split_token
@@ -143,15 +142,9 @@ class Firehose:
             async with self._lock:
                 if self._sub is None:
                     client = self._client
-                    with map_nats_errors(subject=LIVE_SUBJECT):
-                        sub = await client.nc.subscribe(LIVE_SUBJECT, cb=self._on_msg)
-                        try:
-                            await client.nc.flush(timeout=math.ceil(client.timeout))
-                        except BaseException:
-                            with contextlib.suppress(Exception):
-                                await sub.unsubscribe()
-                            raise
-                    self._sub = sub
+                    self._sub = await subscriptions.subscribe_confirmed(
+                        client.nc, LIVE_SUBJECT, self._on_msg, timeout=client.timeout
+                    )
         except BaseException:
             subscriber.close()
             raise
