@@ -86,15 +86,7 @@ class TaskBackend:
             requests=self.requests,
             payloads=self.payloads,
         )
-        self.control = Control(
-            client,
-            store,
-            app,
-            retention=self.retention,
-            requests=self.requests,
-            payloads=self.payloads,
-            dag=self.dag,
-        )
+        self.control = Control(self.dag)
 
     @classmethod
     async def open(

@@ -12,39 +12,27 @@ from jsflow.tasks.dag import Dependencies
 from jsflow.tasks.errors import TaskNotFoundError
 from jsflow.tasks.events import TaskEvent, publish_event
 from jsflow.tasks.lifecycle import status_of
-from jsflow.tasks.payloads import Payloads
-from jsflow.tasks.requests import Requests
-from jsflow.tasks.state import TaskStore
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import cancel_subject
 
 if TYPE_CHECKING:
-    from jsflow.client import Client
+    pass
 
 __all__ = ["Control"]
 
 
 class Control:
-    """Cancels and replays the tasks of ``app``."""
+    """Cancels and replays the tasks of one app: those whose dependencies ``dag`` keeps
+    (its client, state store, requests and payloads are this one's too)."""
 
-    def __init__(
-        self,
-        client: Client,
-        store: TaskStore,
-        app: str,
-        *,
-        retention: float | None,
-        requests: Requests,
-        payloads: Payloads,
-        dag: Dependencies,
-    ) -> None:
-        self.client = client
-        self.store = store
-        self.app = app
-        self.retention = retention
-        self.requests = requests
-        self.payloads = payloads
+    def __init__(self, dag: Dependencies) -> None:
         self.dag = dag
+        self.client = dag.client
+        self.store = dag.store
+        self.app = dag.app
+        self.retention = dag.retention
+        self.requests = dag.requests
+        self.payloads = dag.payloads
 
     async def cancel(self, task_id: str) -> bool:
         """Cancel a task: a pending one never starts, a running one is interrupted.
