@@ -48,7 +48,10 @@ _DEFAULT_URL = "nats://127.0.0.1:4222"
 
 
 def _out(line: str) -> None:
+    # Flushed: a long-running command's lines (the server's URL, a worker's start) must
+    # reach a pipe at once, not when a block buffer fills.
     sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def _err(line: str) -> None:

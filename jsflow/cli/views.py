@@ -34,8 +34,10 @@ _SPANS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def out(line: str) -> None:
-    """One line on stdout (``| head`` closing the pipe ends the command quietly)."""
+    """One line on stdout, flushed (``jsflow events`` follows live; ``| head`` closing the
+    pipe ends the command quietly)."""
     sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def _since(text: str) -> float:

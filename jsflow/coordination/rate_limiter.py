@@ -108,7 +108,7 @@ def _gcra_step(
     new_tat = base + step
     at = max(now_ns, new_tat - allowance)
     wait = (at - now_ns) / 1e9
-    if wait <= _EPS:
+    if at <= now_ns:  # exact integers: no tolerance that could admit one unit too many
         state.tat_ns = new_tat
         state.tat = 0.0
         return _Plan(True, 0.0, max(0, (now_ns + allowance - new_tat) // unit))
