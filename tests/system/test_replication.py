@@ -457,15 +457,17 @@ async def test_a_flow_loses_no_message_when_a_node_dies(cluster: jsflow.LocalClu
             stream, subject = f"IN_{name}", f"in.{name}"
             processed: set[int] = set()
 
-            async def record(msg: jsflow.Message[int]) -> None:
+            async def record(msg: jsflow.Message[int]) -> int:
                 processed.add(msg.data)
                 await asyncio.sleep(0.1)  # messages are in flight when the node dies
+                return msg.data
 
             source = jsflow.StreamSource(
                 stream, subject, f"d_{name}", int, fetch_timeout=0.25, ack_wait=5
             )
+            sink = jsflow.StreamSink(f"out.{name}", stream=f"OUT_{name}")
             flow = jsflow.FlowHandler(
-                client, source=source, stages=[record], concurrency=8, backoff=[0.1]
+                client, source=source, stages=[record], sink=sink, concurrency=8, backoff=[0.1]
             )
             published: list[int] = []
 
@@ -506,4 +508,10 @@ async def test_a_flow_loses_no_message_when_a_node_dies(cluster: jsflow.LocalClu
             assert len(published) == 200
             missing = sorted(set(published) - processed)
             assert everything and not missing, f"{len(missing)} messages never processed: {missing}"
+            # and every output is in the sink stream exactly once (redeliveries are deduped
+            # by the outputs' Nats-Msg-Id)
+            outputs = await _retry(lambda: client.js.stream_info(f"OUT_{name}"))
+            redelivered = len(published) and flow.metrics.redelivered
+            print(f"\n[flow failover] outputs {outputs.state.messages}, redelivered {redelivered}")
+            assert outputs.state.messages == 200
             await _healed(client, stream)
