@@ -388,6 +388,24 @@ class RateLimiter:
         while len(self._known) > _KNOWN_KEYS:
             self._known.popitem(last=False)
 
+    async def peek(self, key: str, cost: int = 1) -> Decision:
+        """Whether ``cost`` units for ``key`` would be admitted now, without taking them
+        (the ``limits`` library's ``test()``): one read of the key's state, no write.
+        ``remaining`` is how many units the key could take now; ``retry_after`` when a denied
+        request would be admitted. Another caller may take the units meanwhile."""
+        full_key = self._key(key, cost)
+        store = self._store if self._store is not None else await self._get_store()
+        entry = await store.get(full_key)
+        state = RateLimitState()
+        if entry is not None:
+            state.CopyFrom(entry.value)
+        plan = self._step(
+            state, self._clock(), cost=cost, interval=self.interval, burst=self.burst, horizon=0.0
+        )
+        if plan.committed:
+            return Decision(True, plan.remaining, 0.0)
+        return Decision(False, plan.remaining, plan.wait)
+
     async def try_acquire(self, key: str, cost: int = 1) -> Decision:
         """Admit ``cost`` units for ``key`` now if the limit allows; never waits.
 

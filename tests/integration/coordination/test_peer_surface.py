@@ -136,3 +136,19 @@ async def test_a_typed_publish_feeds_a_declared_flow_before_it_first_runs(
             while not seen:
                 await asyncio.sleep(0.05)
     assert seen == [Reading("t1", 21.5)]
+
+
+async def test_peek_says_whether_a_request_would_pass_without_taking_it(
+    jsflow_client: jsflow.Client,
+) -> None:
+    limiter = jsflow_client.rate_limiter(uniq("peek"), 2, per=60, burst=2)
+    async with asyncio.timeout(15):
+        first = await limiter.peek("k")
+        assert first.allowed and first.remaining == 1  # one more after this one
+        for _ in range(5):
+            assert (await limiter.peek("k")).allowed  # peeking takes nothing
+        assert (await limiter.try_acquire("k")).allowed
+        assert (await limiter.try_acquire("k")).allowed
+        denied = await limiter.peek("k")
+        assert not denied.allowed and 0 < denied.retry_after <= 30
+        assert not (await limiter.try_acquire("k")).allowed
