@@ -128,9 +128,7 @@ def _load_app(spec: str) -> App:
 
 
 @pytest_asyncio.fixture
-async def jsflow_app(
-    request: pytest.FixtureRequest, jsflow_client: Client
-) -> AsyncIterator[App]:
+async def jsflow_app(request: pytest.FixtureRequest, jsflow_client: Client) -> AsyncIterator[App]:
     """The app of the ``jsflow_app`` ini option, bound in isolation for this test (override
     this fixture to provide another one)."""
     spec = str(request.config.getini("jsflow_app") or "")
