@@ -13,7 +13,7 @@ import time
 from nats.js import JetStreamContext, api
 from nats.js import errors as js_errors
 
-from jsflow._js import codes
+from jsflow._js.codes import REPLICAS_UNAVAILABLE, STREAM_NAME_IN_USE
 from jsflow._js.errors import map_nats_errors
 from jsflow.errors import ConfigError, JsflowError, RequestTimeoutError, ServerError
 from jsflow.observability import get_logger
@@ -40,9 +40,9 @@ async def create_or_bind(
         try:
             info = await js.add_stream(config)
         except js_errors.APIError as exc:
-            if exc.err_code in codes.REPLICAS_UNAVAILABLE:
+            if exc.err_code in REPLICAS_UNAVAILABLE:
                 raise _too_many(name, wanted, exc) from None
-            if exc.err_code != codes.STREAM_NAME_IN_USE:
+            if exc.err_code != STREAM_NAME_IN_USE:
                 raise
             # created concurrently: bind it
             return await _bound(js, await js.stream_info(name), wanted), False
@@ -73,7 +73,7 @@ async def bound_replicas(js: JetStreamContext, info: api.StreamInfo, wanted: int
             try:
                 await js.update_stream(info.config)
             except js_errors.APIError as exc:
-                if exc.err_code in codes.REPLICAS_UNAVAILABLE:
+                if exc.err_code in REPLICAS_UNAVAILABLE:
                     raise _too_many(name, wanted, exc) from None
                 raise
     except ConfigError:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from jsflow.store import wire
+import jsflow.store.wire as wire  # noqa: PLR0402 -- not via the package: no cycle
 from jsflow.store.bucket import Bucket
 from jsflow.store.values import Raw
 

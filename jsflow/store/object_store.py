@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+import jsflow.store.listing as listing  # noqa: PLR0402 -- not via the package: no cycle
+import jsflow.store.wire as wire  # noqa: PLR0402
 from jsflow._js import api
 from jsflow._validate import check_name, count
 from jsflow.codec import Codec, codec_for
@@ -13,7 +15,6 @@ from jsflow.connection import check_replicas
 from jsflow.errors import ConfigError, ConflictError, JsflowError, KeyExistsError
 from jsflow.keys import validate_key, validate_pattern
 from jsflow.observability import tracer
-from jsflow.store import listing, wire
 from jsflow.store.bucket import Bucket, create_or_bind
 from jsflow.store.cache import RevisionCache
 from jsflow.store.combining import Combiner

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import trace
 
+import jsflow.tasks.lifecycle as lifecycle  # noqa: PLR0402 -- not via the package: no cycle
 from jsflow._js import Msg
 from jsflow._proto import task_pb2
 from jsflow._validate import check_id, shorten
@@ -30,7 +31,6 @@ from jsflow.errors import (
 from jsflow.flow.consume import SettlePolicy
 from jsflow.observability import extracted_context, get_logger, instruments, tracer
 from jsflow.store import KeyListener
-from jsflow.tasks import lifecycle
 from jsflow.tasks.backend import TaskBackend
 from jsflow.tasks.calls import JSON_ANY
 from jsflow.tasks.context import TaskContext, _current

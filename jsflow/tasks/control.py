@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import jsflow.tasks.lifecycle as lifecycle  # noqa: PLR0402 -- not via the package: no cycle
 from jsflow._js import map_nats_errors
 from jsflow._proto import task_pb2
-from jsflow.tasks import lifecycle
 from jsflow.tasks.dag import Dependencies
 from jsflow.tasks.errors import TaskNotFoundError
 from jsflow.tasks.events import TaskEvent, publish_event

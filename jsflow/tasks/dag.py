@@ -13,10 +13,10 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+import jsflow.tasks.lifecycle as lifecycle  # noqa: PLR0402 -- not via the package: no cycle
 from jsflow._proto import task_pb2
 from jsflow._validate import check_id
 from jsflow.errors import ConfigError
-from jsflow.tasks import lifecycle
 from jsflow.tasks.errors import DependencyCycleError, TaskNotFoundError
 from jsflow.tasks.events import TaskEvent, publish_event
 from jsflow.tasks.lifecycle import status_of

@@ -36,3 +36,22 @@ def test_only_the_boundary_imports_nats() -> None:
                 names = [node.module or ""]
             offenders += [f"{rel}: {n}" for n in names if n == "nats" or n.startswith("nats.")]
     assert offenders == []
+
+
+def test_no_module_imports_its_own_package() -> None:
+    # `from jsflow.store import wire` inside jsflow/store/ runs the package's __init__,
+    # which imports that module's importers: an import cycle the layer contract cannot see.
+    offenders = []
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT)
+        if (
+            path.name in ("__init__.py", "__main__.py")
+            or len(rel.parts) < 2
+            or rel.parts[0] == "_proto"
+        ):
+            continue
+        package = "jsflow." + ".".join(rel.parts[:-1])
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == package:
+                offenders.append(f"{rel}: from {package} import ...")
+    assert offenders == []
