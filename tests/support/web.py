@@ -8,20 +8,16 @@ import asyncio
 import contextlib
 import json
 import socket
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import nats.js.errors
 import uvicorn
 
-import jsflow
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+from tests.support.names import uniq
+from tests.support.polling import eventually
+from tests.support.streams import stream_msgs
 
 
 @contextlib.asynccontextmanager
@@ -99,23 +95,4 @@ async def sse_events(resp: httpx.Response) -> AsyncIterator[Sse]:
             current.id = value
 
 
-async def stream_msgs(client: jsflow.Client, stream: str) -> list[Any]:
-    """Every message ``stream`` holds now (raw nats-py messages, by sequence)."""
-    try:
-        info = await client.js.stream_info(stream)
-    except nats.js.errors.NotFoundError:
-        return []
-    out: list[Any] = []
-    for seq in range(max(1, info.state.first_seq), info.state.last_seq + 1):
-        try:
-            out.append(await client.js.get_msg(stream, seq))
-        except nats.js.errors.NotFoundError:
-            continue
-    return out
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
-    """Poll ``check`` until it is true; fail after ``timeout`` (a hang guard only)."""
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.05)
+__all__ = ["Sse", "eventually", "serving", "sse_events", "stream_msgs", "uniq"]
