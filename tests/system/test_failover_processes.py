@@ -24,17 +24,27 @@ import sys
 import time
 import uuid
 from collections import Counter as Tally
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import nats.errors
 import pytest
 import pytest_asyncio
 
 import jsflow
 from jsflow.coordination.rate_limiter import DEFAULT_BUCKET as LIMITS_BUCKET
 from jsflow.tasks.streams import TASK_STREAM, state_bucket, task_token
+from tests.support.cluster import (
+    TRANSIENT,
+    connect,
+    healed,
+    leader,
+    outcome,
+    replicas,
+    restart,
+    retry,
+    wait_for,
+)
 
 pytestmark = pytest.mark.cluster
 T = TypeVar("T")
@@ -44,9 +54,6 @@ _LOCK_HOLDER = _HERE / "_failover_lock_holder.py"
 _LIMITER = _HERE / "_failover_limiter.py"
 _WORKER = _HERE / "_failover_worker.py"
 _LOCKS_BUCKET = "jsflow_locks"
-
-# What a request may fail with while a node is down or leaders are being elected.
-_TRANSIENT = (jsflow.JsflowError, nats.errors.Error, TimeoutError)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -61,69 +68,6 @@ async def cluster() -> AsyncIterator[jsflow.LocalCluster]:
 
 def _uniq(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-async def _retry(make: Callable[[], Awaitable[T]], attempts: int = 80) -> T:
-    """Run ``make()`` until it succeeds: the cluster may still be electing leaders."""
-    for _ in range(attempts - 1):
-        try:
-            return await make()
-        except jsflow.TaskError:
-            raise
-        except _TRANSIENT:
-            await asyncio.sleep(0.25)
-    return await make()
-
-
-async def _connect(cluster: jsflow.LocalCluster) -> jsflow.Client:
-    return await jsflow.connect(cluster.urls, replicas=3, timeout=2.0)
-
-
-async def _leader(client: jsflow.Client, stream: str) -> int:
-    """Index in ``cluster.servers`` of the server leading ``stream`` (named ``jsflow-n<i>``)."""
-    info = await client.js.stream_info(stream)
-    assert info.cluster is not None and info.cluster.leader, f"{stream} has no leader"
-    leader = str(info.cluster.leader)
-    assert leader.startswith("jsflow-n"), leader
-    return int(leader.removeprefix("jsflow-n"))
-
-
-async def _replicas(client: jsflow.Client, stream: str) -> int:
-    info = await client.js.stream_info(stream)
-    return int(info.config.num_replicas or 1)
-
-
-async def _healed(client: jsflow.Client, stream: str, timeout: float = 30.0) -> bool:
-    """Wait (at most ``timeout``) until ``stream`` has a leader and every replica is current."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            info = await client.js.stream_info(stream)
-        except _TRANSIENT:
-            await asyncio.sleep(0.25)
-            continue
-        cl = info.cluster
-        peers = (cl.replicas or []) if cl is not None else []
-        ready = cl is not None and cl.leader and len(peers) == 2
-        if ready and all(p.current and not p.offline for p in peers):
-            return True
-        await asyncio.sleep(0.25)
-    return False
-
-
-async def _restart(cluster: jsflow.LocalCluster, victim: int) -> None:
-    await cluster.servers[victim].start()
-    await cluster.wait_jetstream_ready()
-
-
-async def _wait_for(check: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``check`` (at most ``timeout``); whether it became true. A bound, not a timing."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 async def _spawn(script: Path, *args: str, log: Path) -> asyncio.subprocess.Process:
@@ -181,7 +125,7 @@ async def _await_event(
         found[:] = [e for e in _events(path) if e["ev"] == ev]
         return bool(found) or proc.returncode is not None
 
-    await _wait_for(check, timeout)
+    await wait_for(check, timeout)
     assert found, f"no {ev!r} event within {timeout}s (rc={proc.returncode}): {_text(log)[-3000:]}"
     return found[0]
 
@@ -195,13 +139,13 @@ async def test_a_paused_lock_holder_never_overlaps_the_next_one(
 ) -> None:
     async with asyncio.timeout(60):
         await cluster.wait_jetstream_ready()
-        async with await _connect(cluster) as client:
+        async with await connect(cluster) as client:
             # given the R3 lock bucket, fully replicated
             probe = client.lock(_uniq("probe"))
-            assert await _retry(lambda: probe.acquire(timeout=10))
+            assert await retry(lambda: probe.acquire(timeout=10))
             await probe.release()
-            assert await _retry(lambda: _replicas(client, f"KV_{_LOCKS_BUCKET}")) == 3
-            await _healed(client, f"KV_{_LOCKS_BUCKET}")
+            assert await retry(lambda: replicas(client, f"KV_{_LOCKS_BUCKET}")) == 3
+            await healed(client, f"KV_{_LOCKS_BUCKET}")
 
         # and two holder processes of one lock: A takes it at once, B when told to
         name = _uniq("paused")
@@ -239,7 +183,7 @@ async def test_a_paused_lock_holder_never_overlaps_the_next_one(
             def resumed() -> bool:
                 return any(e["ev"] == "sample" and e["t0"] > t_cont for e in _events(f["a"]["out"]))
 
-            assert await _wait_for(resumed, 20), f"A did not resume: {_text(f['a']['log'])}"
+            assert await wait_for(resumed, 20), f"A did not resume: {_text(f['a']['log'])}"
             await asyncio.sleep(0.3)
             f["a"]["release"].touch()
             await asyncio.wait_for(a.wait(), 20)
@@ -305,11 +249,11 @@ async def test_the_limiter_never_over_admits_during_a_node_kill(
     stream = f"KV_{LIMITS_BUCKET}"
     async with asyncio.timeout(75):
         await cluster.wait_jetstream_ready()
-        async with await _connect(cluster) as client:
+        async with await connect(cluster) as client:
             # given the R3 limiter bucket and 4 processes sharing one limiter key
             probe = client.rate_limiter(_uniq("probe"), 100)
-            assert (await _retry(lambda: probe.try_acquire("p"))).allowed
-            assert await _retry(lambda: _replicas(client, stream)) == 3
+            assert (await retry(lambda: probe.try_acquire("p"))).allowed
+            assert await retry(lambda: replicas(client, stream)) == 3
             name = _uniq("limit")
             go, stop = tmp_path / "go", tmp_path / "stop"
             outs = [tmp_path / f"l{i}.out" for i in range(workers)]
@@ -332,7 +276,7 @@ async def test_the_limiter_never_over_admits_during_a_node_kill(
                             log=log,
                         )
                     )
-                ready = await _wait_for(
+                ready = await wait_for(
                     lambda: (
                         all(_lines(o)[:1] == ["ready"] for o in outs)
                         or any(p.returncode is not None for p in procs)
@@ -342,24 +286,24 @@ async def test_the_limiter_never_over_admits_during_a_node_kill(
                 assert ready and all(p.returncode is None for p in procs), [
                     _text(log)[-2000:] for log in logs
                 ]
-                await _healed(client, stream)
+                await healed(client, stream)
 
                 # when they call try_acquire in a loop and the bucket's leader is killed at ~2s
                 go.touch()
                 t_go = time.time()
                 await asyncio.sleep(2.0)
-                victim = killed = await _retry(lambda: _leader(client, stream))
+                victim = killed = await retry(lambda: leader(client, stream))
                 t_kill = time.time()
                 cluster.servers[victim].kill()
                 await asyncio.sleep(1.5)
-                await _restart(cluster, victim)
+                await restart(cluster, victim)
                 victim = None
 
                 def admitted_after_kill() -> int:
                     return sum(1 for o in outs for t in _admissions(o) if t > t_kill)
 
                 # then the processes admit again (bounded: an election takes seconds)
-                resumed = await _wait_for(lambda: admitted_after_kill() >= 10, 30)
+                resumed = await wait_for(lambda: admitted_after_kill() >= 10, 30)
                 await asyncio.sleep(1.5)
                 stop.touch()
                 t_stop = time.time()
@@ -368,8 +312,8 @@ async def test_the_limiter_never_over_admits_during_a_node_kill(
                 stop.touch()
                 await _reap(procs)
                 if victim is not None and not cluster.servers[victim].running:
-                    await _restart(cluster, victim)
-            await _healed(client, stream)
+                    await restart(cluster, victim)
+            await healed(client, stream)
 
         per_process = [_admissions(o) for o in outs]
         times = sorted(itertools.chain.from_iterable(per_process))
@@ -428,7 +372,7 @@ async def _admitted_at_one_instant(
     limiter = client.rate_limiter(_uniq("fast"), rate, per=1.0, burst=burst, clock=lambda: frozen)
     admitted = 0
     for _ in range(tries):
-        decision = await _retry(lambda: limiter.try_acquire("k"))
+        decision = await retry(lambda: limiter.try_acquire("k"))
         admitted += decision.allowed
     return admitted
 
@@ -438,7 +382,7 @@ async def test_a_fast_limiter_admits_at_most_its_burst_at_once(
 ) -> None:
     async with asyncio.timeout(60):
         await cluster.wait_jetstream_ready()
-        async with await _connect(cluster) as client:
+        async with await connect(cluster) as client:
             # given limiters whose clock is frozen: no time passes between their decisions
             # when each is asked more times than its burst, then it admits exactly its burst
             slow = await _admitted_at_one_instant(client, 20, 20, 30)
@@ -474,21 +418,6 @@ def _executions(
     return starts, dones, pids, start_times
 
 
-async def _outcome(handle: jsflow.TaskHandle[Any], deadline: float) -> Any:
-    """The task's result, waiting until ``deadline`` through failed requests; an exception
-    (a :class:`TaskError`, or a timeout past the deadline) is returned."""
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            return await handle.result(timeout=max(left, 0.1))
-        except jsflow.TaskError as exc:
-            return exc
-        except _TRANSIENT as exc:
-            if time.monotonic() >= deadline:
-                return exc
-            await asyncio.sleep(0.25)
-
-
 async def _completed_events(client: jsflow.Client, token: str) -> dict[str, int]:
     info = await client.js.stream_info(TASK_STREAM, subjects_filter=f"task.completed.{token}.>")
     prefix = f"task.completed.{token}."
@@ -501,7 +430,7 @@ async def test_tasks_survive_a_worker_sigkill_and_a_node_kill(
     n = 100
     async with asyncio.timeout(100):
         await cluster.wait_jetstream_ready()
-        async with await _connect(cluster) as client:
+        async with await connect(cluster) as client:
             # given an app on R3 streams with 100 tasks submitted
             app = jsflow.App(client, _uniq("failover"))
 
@@ -509,10 +438,10 @@ async def test_tasks_survive_a_worker_sigkill_and_a_node_kill(
             async def work(i: int) -> int:  # runs in the worker processes
                 raise AssertionError("not run here")
 
-            backend = await _retry(app.backend)
-            assert await _retry(lambda: _replicas(client, TASK_STREAM)) == 3
+            backend = await retry(app.backend)
+            assert await retry(lambda: replicas(client, TASK_STREAM)) == 3
             states_stream = f"KV_{state_bucket(app.scope)}"
-            assert await _retry(lambda: _replicas(client, states_stream)) == 3
+            assert await retry(lambda: replicas(client, states_stream)) == 3
             token = task_token(app.scope, "work")
 
             # every revision of every task state, watched from here (dedupe by revision)
@@ -534,11 +463,11 @@ async def test_tasks_survive_a_worker_sigkill_and_a_node_kill(
             ids = [f"t{i}-{run}" for i in range(n)]
             handles: dict[str, jsflow.TaskHandle[Any]] = {}
             for i, task_id in enumerate(ids):
-                handles[task_id] = await _retry(
+                handles[task_id] = await retry(
                     lambda i=i, task_id=task_id: work.submit_with((i,), task_id=task_id),
                     attempts=200,
                 )
-            await _healed(client, TASK_STREAM)
+            await healed(client, TASK_STREAM)
 
             # and two worker processes, 4 slots each
             names = ("a", "b")
@@ -559,7 +488,7 @@ async def test_tasks_survive_a_worker_sigkill_and_a_node_kill(
                         str(ready[w]),
                         log=outs[w],
                     )
-                both_ready = await _wait_for(
+                both_ready = await wait_for(
                     lambda: (
                         all(r.exists() for r in ready.values())
                         or any(p.returncode is not None for p in procs.values())
@@ -573,24 +502,24 @@ async def test_tasks_survive_a_worker_sigkill_and_a_node_kill(
                 def done_count() -> int:
                     return sum(_executions(list(logs.values()))[1].values())
 
-                assert await _wait_for(lambda: done_count() >= 30, 30), "no progress"
+                assert await wait_for(lambda: done_count() >= 30, 30), "no progress"
                 # when worker A is SIGKILLed and the node leading the task stream is killed
                 procs["a"].kill()
                 t_worker_kill = time.time()
                 at_kill = done_count()
-                victim = killed = await _retry(lambda: _leader(client, TASK_STREAM))
+                victim = killed = await retry(lambda: leader(client, TASK_STREAM))
                 t_kill = time.time()
                 cluster.servers[victim].kill()
                 # and restarted once B made progress again (or after a bound)
-                await _wait_for(
+                await wait_for(
                     lambda: sum(1 for t in succeeded_at.values() if t > t_kill) >= 10, 15
                 )
-                await _restart(cluster, victim)
+                await restart(cluster, victim)
                 victim = None
 
                 # then every task finishes with its result: none is lost
                 deadline = time.monotonic() + 50
-                outcomes = await asyncio.gather(*(_outcome(handles[t], deadline) for t in ids))
+                outcomes = await asyncio.gather(*(outcome(handles[t], deadline) for t in ids))
 
                 # and every terminal state gets its terminal event (a missing one is
                 # republished when the unacked request comes back: bounded wait)
@@ -600,7 +529,7 @@ async def test_tasks_survive_a_worker_sigkill_and_a_node_kill(
                     events.clear()
                     try:
                         events.update(await _completed_events(client, token))
-                    except _TRANSIENT:
+                    except TRANSIENT:
                         return False
                     return set(ids) <= set(events)
 
@@ -608,14 +537,14 @@ async def test_tasks_survive_a_worker_sigkill_and_a_node_kill(
                     if await announced():
                         break
                     await asyncio.sleep(0.25)
-                infos = [await _retry(lambda t=t: backend.store.info(t)) for t in ids]
+                infos = [await retry(lambda t=t: backend.store.info(t)) for t in ids]
             finally:
                 await _reap(list(procs.values()))
                 if victim is not None and not cluster.servers[victim].running:
-                    await _restart(cluster, victim)
+                    await restart(cluster, victim)
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
-            await _healed(client, TASK_STREAM)
+            await healed(client, TASK_STREAM)
 
         lost = {t: o for i, (t, o) in enumerate(zip(ids, outcomes, strict=True)) if o != i * 2}
         starts, dones, pids, start_times = _executions(list(logs.values()))

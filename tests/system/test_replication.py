@@ -8,98 +8,29 @@ import itertools
 import time
 import uuid
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import nats.errors
 import pytest
 
 import jsflow
 from jsflow.flow.dead_letter import DeadLetter
 from jsflow.tasks.streams import TASK_STREAM, state_bucket, task_token
+from tests.support.cluster import (
+    TRANSIENT,
+    connect,
+    healed,
+    kill_leader_of,
+    outcome,
+    replicas,
+    restart,
+    retry,
+    wait_for,
+)
 from tests.support.names import uniq
 
 pytestmark = pytest.mark.cluster
 T = TypeVar("T")
-
-# What a request may fail with while a node is down or leaders are being elected: jsflow's
-# errors, and nats-py's for the raw JetStream calls these tests make themselves.
-_TRANSIENT = (jsflow.JsflowError, nats.errors.Error, TimeoutError)
-
-
-async def _retry(make: Callable[[], Awaitable[T]], attempts: int = 80) -> T:
-    """Run ``make()`` until it succeeds: the cluster may still be electing leaders.
-
-    A task's own outcome (:class:`jsflow.TaskError`) is an answer, not a transient failure.
-    """
-    for _ in range(attempts - 1):
-        try:
-            return await make()
-        except jsflow.TaskError:
-            raise
-        except _TRANSIENT:
-            await asyncio.sleep(0.25)
-    return await make()
-
-
-async def _connect(cluster: jsflow.LocalCluster) -> jsflow.Client:
-    return await jsflow.connect(cluster.urls, replicas=3, timeout=2.0)
-
-
-async def _leader(client: jsflow.Client, stream: str) -> int:
-    """Index in ``cluster.servers`` of the server leading ``stream`` (named ``jsflow-n<i>``)."""
-    info = await client.js.stream_info(stream)
-    assert info.cluster is not None and info.cluster.leader, f"{stream} has no leader"
-    leader = str(info.cluster.leader)
-    assert leader.startswith("jsflow-n"), leader
-    return int(leader.removeprefix("jsflow-n"))
-
-
-async def _replicas(client: jsflow.Client, stream: str) -> int:
-    info = await client.js.stream_info(stream)
-    return int(info.config.num_replicas or 1)
-
-
-async def _healed(client: jsflow.Client, stream: str, timeout: float = 30.0) -> bool:
-    """Wait (at most ``timeout``) until ``stream`` has a leader and every replica is current."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            info = await client.js.stream_info(stream)
-        except _TRANSIENT:
-            await asyncio.sleep(0.25)
-            continue
-        cl = info.cluster
-        peers = (cl.replicas or []) if cl is not None else []
-        ready = cl is not None and cl.leader and len(peers) == 2
-        if ready and all(p.current and not p.offline for p in peers):
-            return True
-        await asyncio.sleep(0.25)
-    return False
-
-
-async def _kill_leader_of(cluster: jsflow.LocalCluster, client: jsflow.Client, stream: str) -> int:
-    """Kill -9 the server leading ``stream`` once the stream is fully replicated."""
-    await _healed(client, stream)
-    victim = await _retry(lambda: _leader(client, stream))
-    cluster.servers[victim].kill()
-    return victim
-
-
-async def _restart(cluster: jsflow.LocalCluster, victim: int) -> None:
-    await cluster.servers[victim].start()
-    await cluster.wait_jetstream_ready()
-
-
-async def _wait_for(check: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``check`` (at most ``timeout``); whether it became true. A bound, not a timing."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 # -- 1. replica counts ------------------------------------------------------------------------
@@ -110,54 +41,54 @@ async def test_every_bucket_and_stream_jsflow_creates_follows_the_client_replica
 ) -> None:
     async with asyncio.timeout(90):
         await cluster.wait_jetstream_ready()
-        async with await _connect(cluster) as client:
+        async with await connect(cluster) as client:
             assert client.replicas == 3
             expected: dict[str, int] = {}
 
             # given one of everything jsflow creates, on a client with replicas=3
             app = jsflow.App(client, uniq("rep"))
-            backend = await _retry(app.backend)
-            await _retry(lambda: backend.artifacts.put(uniq("art"), b"payload"))
+            backend = await retry(app.backend)
+            await retry(lambda: backend.artifacts.put(uniq("art"), b"payload"))
             expected[TASK_STREAM] = 3
             expected[f"KV_{state_bucket(app.scope)}"] = 3
             expected["OBJ_jsflow_artifacts"] = 3
 
             locks = uniq("locks")
             lock = client.lock(uniq("l"), bucket=locks)
-            assert await _retry(lambda: lock.acquire(timeout=10))
+            assert await retry(lambda: lock.acquire(timeout=10))
             await lock.release()
             expected[f"KV_{locks}"] = 3
 
             sems = uniq("sems")
             sem = client.semaphore(uniq("s"), 2, bucket=sems)
-            assert await _retry(lambda: sem.acquire(timeout=10))
+            assert await retry(lambda: sem.acquire(timeout=10))
             await sem.release()
             expected[f"KV_{sems}"] = 3
 
             elections = uniq("elections")
             election = client.election(uniq("e"), bucket=elections)
-            assert await _retry(lambda: election.campaign(timeout=10))
+            assert await retry(lambda: election.campaign(timeout=10))
             await election.resign()
             expected[f"KV_{elections}"] = 3
 
             groups = uniq("groups")
             group = client.wait_group(uniq("w"), bucket=groups)
-            assert await _retry(lambda: group.add(1)) == 1
-            await _retry(group.done)
+            assert await retry(lambda: group.add(1)) == 1
+            await retry(group.done)
             expected[f"KV_{groups}"] = 3
 
             limits = uniq("limits")
             limiter = client.rate_limiter(uniq("r"), 100, bucket=limits)
-            assert (await _retry(lambda: limiter.acquire("k"))).allowed
+            assert (await retry(lambda: limiter.acquire("k"))).allowed
             expected[f"KV_{limits}"] = 3
 
             counter = client.counter(uniq("c"))
-            assert await _retry(lambda: counter.add("k", 2)) == 2
+            assert await retry(lambda: counter.add("k", 2)) == 2
             expected[counter.stream if counter.native else f"KV_{counter.bucket}"] = 3
 
             kv = uniq("kv")
-            store = await _retry(lambda: client.object_store(kv, int))
-            await _retry(lambda: store.put("k", 1))
+            store = await retry(lambda: client.object_store(kv, int))
+            await retry(lambda: store.put("k", 1))
             expected[f"KV_{kv}"] = 3
 
             # a flow opens its source, its sink's stream and its dead-letter stream
@@ -174,36 +105,36 @@ async def test_every_bucket_and_stream_jsflow_creates_follows_the_client_replica
                 async with flow:
                     pass
 
-            await _retry(run_flow)
+            await retry(run_flow)
             expected.update({f"IN_{name}": 3, f"OUT_{name}": 3, f"DL_{name}": 3})
 
             # and objects that name their own replica count
             own = uniq("own_locks")
             lock1 = client.lock(uniq("l"), bucket=own, replicas=1)
-            assert await _retry(lambda: lock1.acquire(timeout=10))
+            assert await retry(lambda: lock1.acquire(timeout=10))
             await lock1.release()
             expected[f"KV_{own}"] = 1
 
             app1 = jsflow.App(client, uniq("rep1"), replicas=1)
-            await _retry(app1.backend)
+            await retry(app1.backend)
             expected[f"KV_{state_bucket(app1.scope)}"] = 1  # the task stream exists: R3
 
             kv1 = uniq("kv1")
-            await _retry(lambda: client.object_store(kv1, int, replicas=1))
+            await retry(lambda: client.object_store(kv1, int, replicas=1))
             expected[f"KV_{kv1}"] = 1
 
             counter1 = client.counter(uniq("c1"), replicas=1)
-            await _retry(lambda: counter1.add("k"))
+            await retry(lambda: counter1.add("k"))
             expected[counter1.stream if counter1.native else f"KV_{counter1.bucket}"] = 1
 
             src1 = uniq("src1")
             source1 = jsflow.StreamSource(f"IN_{src1}", f"in.{src1}", f"d_{src1}", int, replicas=1)
-            await _retry(lambda: source1.open(client))
+            await retry(lambda: source1.open(client))
             await source1.close()
             expected[f"IN_{src1}"] = 1
 
             sink1 = uniq("sink1")
-            await _retry(
+            await retry(
                 lambda: jsflow.StreamSink(f"out.{sink1}", stream=f"OUT_{sink1}", replicas=1).open(
                     client
                 )
@@ -211,11 +142,11 @@ async def test_every_bucket_and_stream_jsflow_creates_follows_the_client_replica
             expected[f"OUT_{sink1}"] = 1
 
             dl1 = uniq("dl1")
-            await _retry(lambda: DeadLetter(f"dl.{dl1}", f"DL_{dl1}", replicas=1).open(client))
+            await retry(lambda: DeadLetter(f"dl.{dl1}", f"DL_{dl1}", replicas=1).open(client))
             expected[f"DL_{dl1}"] = 1
 
             # then each stream has the replica count it was created with
-            got = {s: await _retry(lambda s=s: _replicas(client, s)) for s in expected}
+            got = {s: await retry(lambda s=s: replicas(client, s)) for s in expected}
             assert got == expected
 
 
@@ -229,37 +160,22 @@ async def _submit(
     depends_on: list[str] | None = None,
 ) -> jsflow.TaskHandle[Any]:
     """Submit until the request is durable, always with the same id (idempotent)."""
-    return await _retry(
+    return await retry(
         lambda: fn.submit_with(args, task_id=task_id, depends_on=depends_on), attempts=200
     )
-
-
-async def _outcome(handle: jsflow.TaskHandle[Any], deadline: float) -> Any:
-    """The task's result, waiting until ``deadline`` through failed requests; an exception
-    (a :class:`TaskError`, or :class:`RequestTimeoutError` past the deadline) is returned."""
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            return await handle.result(timeout=max(left, 0.1))
-        except jsflow.TaskError as exc:
-            return exc
-        except _TRANSIENT as exc:
-            if time.monotonic() >= deadline:
-                return exc
-            await asyncio.sleep(0.25)
 
 
 async def _event_kinds(handle: jsflow.TaskHandle[Any]) -> list[str]:
     async def read() -> list[str]:
         return [e.kind async for e in handle.events(idle_timeout=10)]
 
-    return await _retry(read, attempts=20)
+    return await retry(read, attempts=20)
 
 
 async def test_tasks_survive_the_loss_of_a_node(cluster: jsflow.LocalCluster) -> None:
     async with asyncio.timeout(110):
         await cluster.wait_jetstream_ready()
-        async with await _connect(cluster) as client, await _connect(cluster) as worker_client:
+        async with await connect(cluster) as client, await connect(cluster) as worker_client:
             # given an app on R3 streams with quick tasks, dependent ones and a flaky one
             submitted_app = jsflow.App(client, uniq("survive"))
             worker_app = jsflow.App(worker_client, submitted_app.name)
@@ -287,8 +203,8 @@ async def test_tasks_survive_the_loss_of_a_node(cluster: jsflow.LocalCluster) ->
 
             fns = register(submitted_app)
             register(worker_app)
-            await _retry(submitted_app.backend)
-            await _retry(worker_app.backend)
+            await retry(submitted_app.backend)
+            await retry(worker_app.backend)
 
             run = uuid.uuid4().hex[:8]
             plan: list[tuple[str, tuple[Any, ...], str, list[str] | None, Any]] = []
@@ -307,11 +223,11 @@ async def test_tasks_survive_the_loss_of_a_node(cluster: jsflow.LocalCluster) ->
             async with worker_app.worker(concurrency=4, ack_wait=5):
                 submitter = asyncio.create_task(submit_all())
                 try:
-                    assert await _wait_for(lambda: len(handles) >= 15 or submitter.done(), 30)
+                    assert await wait_for(lambda: len(handles) >= 15 or submitter.done(), 30)
                     # when the node leading the task stream dies while tasks run, then returns
-                    victim = await _kill_leader_of(cluster, client, TASK_STREAM)
-                    await _wait_for(lambda: len(handles) >= 40 or submitter.done(), 20)
-                    await _restart(cluster, victim)
+                    victim = await kill_leader_of(cluster, client, TASK_STREAM)
+                    await wait_for(lambda: len(handles) >= 40 or submitter.done(), 20)
+                    await restart(cluster, victim)
                     await asyncio.wait_for(submitter, 60)
                 finally:
                     if not submitter.done():
@@ -321,7 +237,7 @@ async def test_tasks_survive_the_loss_of_a_node(cluster: jsflow.LocalCluster) ->
                 # then every task finishes with its result: none is lost
                 deadline = time.monotonic() + 60
                 outcomes = await asyncio.gather(
-                    *(_outcome(handles[task_id], deadline) for _, _, task_id, _, _ in plan)
+                    *(outcome(handles[task_id], deadline) for _, _, task_id, _, _ in plan)
                 )
             wrong = {
                 task_id: got
@@ -337,7 +253,7 @@ async def test_tasks_survive_the_loss_of_a_node(cluster: jsflow.LocalCluster) ->
             assert all(e == ["completed"] for e in endings.values()), endings
             for name in ("quick", "after", "flaky"):
                 token = task_token(submitted_app.scope, name)
-                info = await _retry(
+                info = await retry(
                     lambda token=token: client.js.stream_info(
                         TASK_STREAM, subjects_filter=f"task.completed.{token}.>"
                     )
@@ -347,7 +263,7 @@ async def test_tasks_survive_the_loss_of_a_node(cluster: jsflow.LocalCluster) ->
                 assert set(counts) == want
                 twice = {s: c for s, c in counts.items() if c != 1}
                 assert not twice, f"tasks with more than one completed event: {twice}"
-            await _healed(client, TASK_STREAM)
+            await healed(client, TASK_STREAM)
 
 
 # -- 3. locks ---------------------------------------------------------------------------------
@@ -375,7 +291,7 @@ async def _holder(
     while not stop.is_set():
         try:
             got = await lock.acquire(timeout=5)
-        except _TRANSIENT as exc:
+        except TRANSIENT as exc:
             errors.append(exc)
             await asyncio.sleep(0.1)
             continue
@@ -390,7 +306,7 @@ async def _holder(
             await lock.release()
         except jsflow.LockLostError:
             pass
-        except _TRANSIENT as exc:
+        except TRANSIENT as exc:
             errors.append(exc)
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.01)  # let the other holder contend
@@ -401,13 +317,13 @@ async def test_lock_fencing_tokens_increase_across_a_leader_kill(
 ) -> None:
     async with asyncio.timeout(100):
         await cluster.wait_jetstream_ready()
-        async with await _connect(cluster) as a, await _connect(cluster) as b:
+        async with await connect(cluster) as a, await connect(cluster) as b:
             # given two clients taking turns on one lock of the R3 jsflow_locks bucket
             name = uniq("fenced")
             probe = a.lock(uniq("probe"))
-            assert await _retry(lambda: probe.acquire(timeout=10))
+            assert await retry(lambda: probe.acquire(timeout=10))
             await probe.release()
-            assert await _retry(lambda: _replicas(a, "KV_jsflow_locks")) == 3
+            assert await retry(lambda: replicas(a, "KV_jsflow_locks")) == 3
             holds: list[Hold] = []
             errors: list[BaseException] = []
             stop = asyncio.Event()
@@ -416,14 +332,14 @@ async def test_lock_fencing_tokens_increase_across_a_leader_kill(
                 for i, c in enumerate((a, b))
             ]
             try:
-                assert await _wait_for(lambda: len(holds) >= 10, 30), "no progress at all"
+                assert await wait_for(lambda: len(holds) >= 10, 30), "no progress at all"
                 # when the node leading the bucket is killed mid-way, then restarted
-                victim = await _kill_leader_of(cluster, a, "KV_jsflow_locks")
+                victim = await kill_leader_of(cluster, a, "KV_jsflow_locks")
                 at_kill = len(holds)
-                after_kill = await _wait_for(lambda: len(holds) >= at_kill + 10, 30)
-                await _restart(cluster, victim)
+                after_kill = await wait_for(lambda: len(holds) >= at_kill + 10, 30)
+                await restart(cluster, victim)
                 at_restart = len(holds)
-                after_restart = await _wait_for(lambda: len(holds) >= at_restart + 10, 30)
+                after_restart = await wait_for(lambda: len(holds) >= at_restart + 10, 30)
             finally:
                 stop.set()
                 await asyncio.wait_for(asyncio.gather(*loops), 30)
@@ -442,7 +358,7 @@ async def test_lock_fencing_tokens_increase_across_a_leader_kill(
                         break
                     assert x.who == y.who, f"two holders at once: {x} and {y}"
             assert {h.who for h in holds} == {0, 1}
-            await _healed(a, "KV_jsflow_locks")
+            await healed(a, "KV_jsflow_locks")
 
 
 # -- 4. flows ---------------------------------------------------------------------------------
@@ -451,7 +367,7 @@ async def test_lock_fencing_tokens_increase_across_a_leader_kill(
 async def test_a_flow_loses_no_message_when_a_node_dies(cluster: jsflow.LocalCluster) -> None:
     async with asyncio.timeout(100):
         await cluster.wait_jetstream_ready()
-        async with await _connect(cluster) as client, await _connect(cluster) as producer:
+        async with await connect(cluster) as client, await connect(cluster) as producer:
             # given a flow over an R3 source
             name = uniq("survive")
             stream, subject = f"IN_{name}", f"in.{name}"
@@ -478,7 +394,7 @@ async def test_a_flow_loses_no_message_when_a_node_dies(cluster: jsflow.LocalClu
 
             async def publish_all() -> None:
                 for i in range(200):
-                    await _retry(lambda i=i: publish(i), attempts=200)
+                    await retry(lambda i=i: publish(i), attempts=200)
                     published.append(i)
                     await asyncio.sleep(0.01)
 
@@ -486,23 +402,23 @@ async def test_a_flow_loses_no_message_when_a_node_dies(cluster: jsflow.LocalClu
                 await flow.__aenter__()
                 return flow
 
-            await _retry(start_flow)
+            await retry(start_flow)
             try:
-                assert await _retry(lambda: _replicas(client, stream)) == 3
+                assert await retry(lambda: replicas(client, stream)) == 3
                 publisher = asyncio.create_task(publish_all())
                 try:
-                    assert await _wait_for(lambda: len(processed) >= 40, 30), "no progress"
+                    assert await wait_for(lambda: len(processed) >= 40, 30), "no progress"
                     # when the node leading the source stream dies during processing, then returns
-                    victim = await _kill_leader_of(cluster, client, stream)
-                    await _wait_for(lambda: len(published) >= 150 or publisher.done(), 20)
-                    await _restart(cluster, victim)
+                    victim = await kill_leader_of(cluster, client, stream)
+                    await wait_for(lambda: len(published) >= 150 or publisher.done(), 20)
+                    await restart(cluster, victim)
                     await asyncio.wait_for(publisher, 60)
                 finally:
                     if not publisher.done():
                         publisher.cancel()
                         await asyncio.gather(publisher, return_exceptions=True)
                 # then every published message is processed at least once
-                everything = await _wait_for(lambda: processed >= set(published), 60)
+                everything = await wait_for(lambda: processed >= set(published), 60)
             finally:
                 await flow.__aexit__(None, None, None)
             assert len(published) == 200
@@ -510,8 +426,8 @@ async def test_a_flow_loses_no_message_when_a_node_dies(cluster: jsflow.LocalClu
             assert everything and not missing, f"{len(missing)} messages never processed: {missing}"
             # and every output is in the sink stream exactly once (redeliveries are deduped
             # by the outputs' Nats-Msg-Id)
-            outputs = await _retry(lambda: client.js.stream_info(f"OUT_{name}"))
+            outputs = await retry(lambda: client.js.stream_info(f"OUT_{name}"))
             redelivered = len(published) and flow.metrics.redelivered
             print(f"\n[flow failover] outputs {outputs.state.messages}, redelivered {redelivered}")
             assert outputs.state.messages == 200
-            await _healed(client, stream)
+            await healed(client, stream)
