@@ -36,14 +36,6 @@ from opentelemetry import metrics, propagate, trace
 
 from jsflow.errors import ConfigError
 
-
-def count(name: str, value: object, *, minimum: int, maximum: int) -> int:
-    """``value`` as an int within bounds, else :class:`ConfigError` naming ``name``."""
-    if type(value) is not int or not minimum <= value <= maximum:
-        raise ConfigError(f"{name} must be an integer from {minimum} to {maximum}, got {value!r}")
-    return value
-
-
 __all__ = [
     "Instruments",
     "configure_logging",
@@ -112,8 +104,8 @@ def enable_prometheus(port: int | None = None) -> None:
     reader (once per process), and serves ``/metrics`` on ``port`` when given (a worker);
     the gateway's ``GET /metrics`` includes them. Needs the ``jsflow[prometheus]`` extra
     (:class:`ConfigError` naming it otherwise)."""
-    if port is not None:
-        count("port", port, minimum=1, maximum=65535)
+    if port is not None and (type(port) is not int or not 1 <= port <= 65535):
+        raise ConfigError(f"port must be an integer from 1 to 65535, got {port!r}")
     try:
         exporter = importlib.import_module("opentelemetry.exporter.prometheus")
         sdk_metrics = importlib.import_module("opentelemetry.sdk.metrics")

@@ -24,7 +24,7 @@ import enum
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jsflow._js import Msg, map_nats_errors
 from jsflow._validate import count, number, shorten
@@ -282,16 +282,7 @@ class SettlePolicy:
                 msg, error, delivery, stage=stage, dedupe_id=dedupe_id, ident=ident
             )
         delay = self.delay(delivery)
-        _log.info(
-            f"{self.component}.nak",
-            name=self.name,
-            id=ident[:200],
-            subject=msg.subject,
-            stage=stage,
-            delivery=delivery,
-            delay=delay,
-            error=repr(error)[:500],
-        )
+        self._log(_log.info, "nak", msg, error, ident, stage=stage, delivery=delivery, delay=delay)
         await self.nak(msg, delay)
         return Settlement(Outcome.NAKED, delay)
 
@@ -312,14 +303,14 @@ class SettlePolicy:
         """
         dead_letter = self.dead_letter
         if dead_letter is None:
-            _log.error(
-                f"{self.component}.terminated_without_dead_letter",
-                name=self.name,
-                id=ident[:200],
-                subject=msg.subject,
+            self._log(
+                _log.error,
+                "terminated_without_dead_letter",
+                msg,
+                error,
+                ident,
                 stage=stage,
                 delivery=delivery,
-                error=repr(error)[:500],
             )
             await self.term(msg)
             return Settlement(Outcome.TERMINATED)
@@ -329,27 +320,42 @@ class SettlePolicy:
             )
         except Exception as exc:  # a failing dead letter never drops the message
             delay = self.backoff[-1] if self.backoff else 0.0
-            _log.error(
-                f"{self.component}.dead_letter_failed",
-                name=self.name,
-                id=ident[:200],
-                dead_letter=dead_letter.subject,
-                error=repr(exc)[:500],
+            self._log(
+                _log.error, "dead_letter_failed", msg, exc, ident, dead_letter=dead_letter.subject
             )
             await self.nak(msg, delay)
             return Settlement(Outcome.NAKED, delay)
-        _log.warning(
-            f"{self.component}.dead_lettered",
-            name=self.name,
-            id=ident[:200],
-            subject=msg.subject,
+        self._log(
+            _log.warning,
+            "dead_lettered",
+            msg,
+            error,
+            ident,
             dead_letter=dead_letter.subject,
             stage=stage,
             delivery=delivery,
-            error=repr(error)[:500],
         )
         await self.term(msg)
         return Settlement(Outcome.DEAD_LETTERED)
+
+    def _log(
+        self,
+        emit: Callable[..., Any],
+        event: str,
+        msg: Msg,
+        error: BaseException,
+        ident: str,
+        **fields: Any,
+    ) -> None:
+        """One settlement log line: ``<component>.<event>`` with the message's identity."""
+        emit(
+            f"{self.component}.{event}",
+            name=self.name,
+            id=ident[:200],
+            subject=msg.subject,
+            error=repr(error)[:500],
+            **fields,
+        )
 
     @staticmethod
     async def ack(msg: Msg) -> None:

@@ -155,7 +155,7 @@ class FlowHandler:
             for mw in reversed(middleware):
                 fn = mw(fn)
             self._stages.append(fn)
-        self._compiled = compile_stages(self._stages)
+        self._compiled = compile_stages(self._stages, self.name)
         self._has_batches = any(c.batch is not None for c in self._compiled)
         self._state = StateRecorder(state_store) if state_store is not None else None
         self._inflight: dict[int, Msg] = {}
@@ -515,7 +515,7 @@ class FlowHandler:
             try:
                 if self._state is not None:
                     await self._record(msg, MessageStatus.RUNNING, "")
-                outputs = await run_stages(self._compiled, msg, run, self.name)
+                outputs = await run_stages(self._compiled, msg, run)
                 if self.sink is not None and outputs:
                     run.stage = f"sink:{self.sink!r}"
                     await self._publish(source, msg, outputs)
