@@ -9,6 +9,11 @@ durable pull consumer and settle what they read the same way:
 * :class:`SettlePolicy` decides what happens to a message that failed: nak with backoff,
   dead letter (:class:`jsflow.flow.dead_letter.DeadLetter`) and terminate, or terminate; it
   also acks, and acks with confirmation where a graceful stop must know the ack arrived.
+* :meth:`SettlePolicy.ride_out` runs the consumer's own writes (sink publishes, task
+  requests, dead letters) through an outage of the backbone: a stream without a leader in a
+  failover, a reconnect, a timed-out request. Those writes carry ``Nats-Msg-Id`` and are
+  retried in place, the message kept in progress, for up to ``outage_window`` seconds, so a
+  node's death never spends a message's deliveries and terminates it.
 
 The task ``Worker`` settles with the same primitives (:meth:`SettlePolicy.ack`, ``nak``,
 ``term``) but decides from the task's recorded state, not from the delivery count: a task's
@@ -24,7 +29,7 @@ import enum
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from jsflow._js import Msg, map_nats_errors
 from jsflow._validate import count, number, shorten
@@ -33,11 +38,14 @@ from jsflow.errors import (
     CodecError,
     ConfigError,
     ConnectionClosedError,
+    ConnectionFailedError,
     ControlLineTooLongError,
     InvalidKeyError,
     InvalidNameError,
+    NoStreamError,
     PayloadTooLargeError,
     RequestTimeoutError,
+    StageTimeoutError,
 )
 from jsflow.observability import get_logger
 
@@ -49,6 +57,9 @@ __all__ = [
     "DEAD_LETTER_MARGIN",
     "DETERMINISTIC_ERRORS",
     "FETCH_BACKOFF",
+    "OUTAGE_BACKOFF",
+    "OUTAGE_WINDOW",
+    "UNAVAILABLE_ERRORS",
     "Fetcher",
     "Outcome",
     "SettlePolicy",
@@ -56,9 +67,11 @@ __all__ = [
     "check_backoff",
     "fetch_loop",
     "is_deterministic",
+    "is_unavailable",
 ]
 
 _log = get_logger(__name__)
+T = TypeVar("T")
 
 # The pause after the n-th fetch failure in a row.
 FETCH_BACKOFF = Backoff(initial=0.1, maximum=5.0, jitter=0.5)
@@ -71,6 +84,18 @@ DETERMINISTIC_ERRORS: tuple[type[BaseException], ...] = (
     InvalidKeyError,
     InvalidNameError,
 )
+# The backbone itself is unavailable: a stream without a leader (failover), no JetStream
+# answering, a reconnect in progress, a request that timed out. Retrying the same write later
+# succeeds; the message is not at fault.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    NoStreamError,
+    ConnectionFailedError,
+    RequestTimeoutError,
+)
+# How long a consumer's own write is retried through an outage before the failure counts as
+# the message's (a JetStream cluster elects a new stream leader within seconds).
+OUTAGE_WINDOW = 30.0
+OUTAGE_BACKOFF = Backoff(initial=0.1, maximum=2.0, jitter=0.5)
 # Deliveries the server allows beyond ``max_deliver``, for dead-letter publishes that failed
 # (the message is nak'ed and tried again); past them the server stops redelivering it.
 DEAD_LETTER_MARGIN = 10
@@ -79,6 +104,14 @@ DEAD_LETTER_MARGIN = 10
 def is_deterministic(error: BaseException) -> bool:
     """Whether ``error`` would recur on every redelivery (dead-letter it at once)."""
     return isinstance(error, DETERMINISTIC_ERRORS)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` means the backbone is unavailable for now (retry the write later),
+    not that the message or its processing is at fault. A closed connection is final."""
+    return isinstance(error, UNAVAILABLE_ERRORS) and not isinstance(
+        error, ConnectionClosedError | StageTimeoutError
+    )
 
 
 def check_backoff(name: str, value: object) -> list[float]:
@@ -230,6 +263,10 @@ class SettlePolicy:
       nak'ed (``backoff[-1]``), never dropped: the consumer's server-side ``max_deliver``
       (:attr:`server_max_deliver`) bounds those retries.
 
+    :meth:`ride_out` retries a write of the consumer's own (not the user's processing)
+    while the backbone is unavailable (:func:`is_unavailable`), for up to ``outage_window``
+    seconds (:data:`OUTAGE_WINDOW`), before the failure is settled as above.
+
     Nak/term/ack are best effort (a lost one is redelivered after ``ack_wait``);
     :meth:`ack_confirmed` waits for the server's confirmation. ``component`` prefixes log
     events (``<component>.nak``, ``<component>.dead_lettered``, ...).
@@ -244,8 +281,12 @@ class SettlePolicy:
         dead_letter: DeadLetter | None,
         component: str,
         name: str,
+        outage_window: float = OUTAGE_WINDOW,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.client = client
+        self.stop = stop  # set: the consumer is stopping (ride no outage out then)
+        self.outage_window = number("outage_window", outage_window, minimum=0.0, maximum=3600.0)
         self.max_deliver = count("max_deliver", max_deliver, minimum=1, maximum=1_000_000)
         self.backoff = check_backoff("backoff", backoff)
         self.dead_letter = dead_letter
@@ -265,6 +306,57 @@ class SettlePolicy:
     def gives_up(self, error: BaseException, delivery: int) -> bool:
         """Whether a failure on ``delivery`` is final (dead letter rather than nak)."""
         return delivery >= self.max_deliver or is_deterministic(error)
+
+    async def ride_out(
+        self,
+        write: Callable[[], Awaitable[T]],
+        msg: Msg,
+        *,
+        stop: asyncio.Event | None = None,
+        what: str = "write",
+        ident: str = "",
+    ) -> T:
+        """``await write()``, retried with :data:`OUTAGE_BACKOFF` while it fails because
+        the backbone is unavailable, for up to ``outage_window`` seconds in all.
+
+        ``write`` must be idempotent (a publish with ``Nats-Msg-Id``). ``msg`` is kept in
+        progress meanwhile, so the server does not redeliver it elsewhere. The last error
+        is raised when the window is spent, ``stop`` is set, or the error is of another
+        kind: the caller settles it as the message's failure. ``stop`` defaults to the
+        policy's.
+        """
+        stop = stop if stop is not None else self.stop
+        deadline = asyncio.get_running_loop().time() + self.outage_window
+        attempt = 0
+        while True:
+            try:
+                return await write()
+            except Exception as exc:
+                attempt += 1
+                delay = OUTAGE_BACKOFF.delay(attempt)
+                now = asyncio.get_running_loop().time()
+                if (
+                    not is_unavailable(exc)
+                    or now + delay > deadline
+                    or (stop is not None and stop.is_set())
+                ):
+                    raise
+                self._log(
+                    _log.warning if attempt == 1 else _log.debug,
+                    "outage_retry",
+                    msg,
+                    exc,
+                    ident,
+                    what=what,
+                    attempt=attempt,
+                    retry_in=round(delay, 3),
+                )
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:
+                await _sleep_unless(stop, delay)
 
     async def fail(
         self,
@@ -315,8 +407,18 @@ class SettlePolicy:
             await self.term(msg)
             return Settlement(Outcome.TERMINATED)
         try:
-            await dead_letter.publish(
-                self.client, msg, error=error, delivery=delivery, dedupe_id=dedupe_id, stage=stage
+            await self.ride_out(
+                lambda: dead_letter.publish(
+                    self.client,
+                    msg,
+                    error=error,
+                    delivery=delivery,
+                    dedupe_id=dedupe_id,
+                    stage=stage,
+                ),
+                msg,
+                what="dead letter",
+                ident=ident,
             )
         except Exception as exc:  # a failing dead letter never drops the message
             delay = self.backoff[-1] if self.backoff else 0.0

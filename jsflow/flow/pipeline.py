@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ from jsflow._js import Msg
 from jsflow._validate import count
 from jsflow.errors import ConfigError, JsflowError, RequestTimeoutError
 from jsflow.flow._stages import Run, StageFailure, compile_stages, run_stages
-from jsflow.flow.consume import Settlement, SettlePolicy, fetch_loop
+from jsflow.flow.consume import OUTAGE_WINDOW, Settlement, SettlePolicy, fetch_loop
 from jsflow.flow.dead_letter import DeadLetter
 from jsflow.flow.errors import FlowError
 from jsflow.flow.handler import Middleware, Stage, StageFn, as_stage_fn
@@ -66,7 +67,10 @@ class FlowHandler:
     message that does not decode goes there at once, as does a failure no retry can fix
     (an output over the server's ``max_payload``, an invalid key: see
     :mod:`jsflow.flow.consume`). When that publish fails the message is nak'ed instead,
-    never dropped. Outputs carry ``Nats-Msg-Id``
+    never dropped. A sink publish (or dead letter) that fails because the backbone is
+    unavailable (the sink stream's leader lost in a failover, a reconnect, a timeout) is
+    retried in place first, for up to ``outage_window`` seconds with the message kept in
+    progress, so a node's death spends none of its deliveries. Outputs carry ``Nats-Msg-Id``
     ``<stream>:<sequence>:<durable>:<index>`` (dead letters ``...:dead``). ``dead_letter``
     must be a literal subject that no source reads and that a stream captures (checked when
     the flow starts), or ``dead_letter_stream`` names the stream to create for it.
@@ -107,6 +111,7 @@ class FlowHandler:
         state_store: ObjectStore[MessageState] | None = None,
         metrics: FlowMetrics | None = None,
         name: str | None = None,
+        outage_window: float = OUTAGE_WINDOW,
     ) -> None:
         sources = [source] if isinstance(source, StreamSource) else list(source)
         if not sources or not all(isinstance(s, StreamSource) for s in sources):
@@ -131,6 +136,7 @@ class FlowHandler:
         self.sink = sink
         self.concurrency = concurrency
         self.name = name or sources[0].durable
+        self._stopping = asyncio.Event()
         self._policy = SettlePolicy(
             client,
             max_deliver=max_deliver,
@@ -138,6 +144,8 @@ class FlowHandler:
             dead_letter=dead,
             component="flow",
             name=self.name,
+            outage_window=outage_window,
+            stop=self._stopping,
         )
         self.max_deliver = self._policy.max_deliver
         self.backoff = self._policy.backoff
@@ -168,7 +176,6 @@ class FlowHandler:
         self._busy = 0  # unkeyed messages queued or being handled
         self._idle = asyncio.Event()
         self._capacity = asyncio.Event()
-        self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._ready = asyncio.Event()
         self._running = False
@@ -518,7 +525,12 @@ class FlowHandler:
                 outputs = await run_stages(self._compiled, msg, run)
                 if self.sink is not None and outputs:
                     run.stage = f"sink:{self.sink!r}"
-                    await self._publish(source, msg, outputs)
+                    await self._policy.ride_out(
+                        functools.partial(self._publish, source, msg, outputs),
+                        raw,
+                        what="sink publish",
+                        ident=msg.id,
+                    )
                 if self._has_batches:
                     run.settle(None)
                     await run.wait_batches()

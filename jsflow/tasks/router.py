@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from jsflow._js import Msg, Puller, api, js_errors, map_nats_errors
 from jsflow._validate import check_name, check_subject, duration, one_of
 from jsflow.errors import CodecError, ConfigError
-from jsflow.flow.consume import Outcome, SettlePolicy, fetch_loop
+from jsflow.flow.consume import OUTAGE_WINDOW, Outcome, SettlePolicy, fetch_loop
 from jsflow.flow.dead_letter import DeadLetter
 from jsflow.flow.streams import ensure_stream, subject_matches
 from jsflow.observability import extracted_context, get_logger, tracer
@@ -117,7 +117,10 @@ class EventRouter:
     handle it) publishes it to ``dead_letter`` with the original body and headers plus
     ``Jsflow-Error-Type``, ``Jsflow-Error-Message``, ``Jsflow-Delivery`` and
     ``Jsflow-Failed-At``, then terminates it; with ``dead_letter=None`` it is logged as an
-    error and terminated. The server-side consumer is bounded as well (``max_deliver`` plus
+    error and terminated. Requests (and dead letters) that fail because the backbone is
+    unavailable (a stream leader lost in a failover, a reconnect) are retried in place for
+    up to ``outage_window`` seconds first, the event kept in progress, without spending
+    its deliveries. The server-side consumer is bounded as well (``max_deliver`` plus
     a margin for failed dead-letter publishes), so no event is ever redelivered forever.
     The dead-letter subject must be literal, read by no rule (checked by :meth:`on`) and
     captured by a stream (checked by :meth:`run`, :class:`ConfigError` otherwise), or
@@ -138,6 +141,7 @@ class EventRouter:
         dead_letter: str | None = None,
         dead_letter_stream: str | None = None,
         app: str | App = DEFAULT_APP,
+        outage_window: float = OUTAGE_WINDOW,
     ) -> None:
         # The app whose tasks the rules request (an App, or an app name: see App).
         self.app = app.scope if isinstance(app, App) else app_scope(one_of("app", app, str))
@@ -147,6 +151,7 @@ class EventRouter:
         if dead_letter_stream is not None and dead_letter is None:
             raise ConfigError("dead_letter_stream needs a dead_letter subject")
         dead = DeadLetter(dead_letter, dead_letter_stream) if dead_letter is not None else None
+        self._stop = asyncio.Event()
         self._policy = SettlePolicy(
             client,
             max_deliver=max_deliver,
@@ -154,6 +159,8 @@ class EventRouter:
             dead_letter=dead,
             component="tasks.router",
             name=durable,
+            outage_window=outage_window,
+            stop=self._stop,
         )
         self.client = client
         self.max_deliver = self._policy.max_deliver
@@ -162,7 +169,6 @@ class EventRouter:
         self.rules: list[Rule] = []
         self.stats = _Stats()
         self._backend: TaskBackend | None = None
-        self._stop = asyncio.Event()
 
     def on(self, subject_pattern: str) -> Rule:
         """A new rule for events on ``subject_pattern`` (``*`` and ``>`` wildcards allowed).
@@ -336,7 +342,7 @@ class EventRouter:
         meta = msg.metadata
         delivery = int(meta.num_delivered or 1)
         try:
-            ids = await self.expand(msg)
+            ids = await self._policy.ride_out(lambda: self.expand(msg), msg, what="task requests")
         except Exception as exc:  # a CodecError (map failed) is dead-lettered at once
             self.stats.errors += 1
             ident = f"{meta.stream}:{meta.sequence.stream}"

@@ -70,7 +70,8 @@ async def test_plain_async_function_and_message_handler_are_stages(jsflow_client
 
 
 async def test_sink_failure_keeps_source_unacked_then_dead_letters(jsflow_client):
-    # given a sink subject no stream captures, and a dead-letter stream
+    # given a sink subject no stream captures (for longer than the flow's outage window),
+    # and a dead-letter stream
     name = uniq("nosink")
     flow = FlowHandler(
         jsflow_client,
@@ -81,6 +82,7 @@ async def test_sink_failure_keeps_source_unacked_then_dead_letters(jsflow_client
         backoff=[0.05],
         dead_letter=f"dl.{name}",
         dead_letter_stream=f"DL_{name}",
+        outage_window=0.3,
     )
     async with flow:
         # when a message flows
@@ -93,6 +95,8 @@ async def test_sink_failure_keeps_source_unacked_then_dead_letters(jsflow_client
     dead = (await stream_msgs(jsflow_client, f"DL_{name}"))[0]
     assert dead.data == b"7"
     assert dead.headers["Jsflow-Stage"].startswith("sink:")
+    assert dead.headers["Jsflow-Error-Type"] == "NoStreamError"
+    assert dead.headers["Jsflow-Delivery"] == "2"
 
 
 async def test_redelivery_does_not_duplicate_output(jsflow_client):
@@ -213,6 +217,7 @@ async def test_dead_letter_publish_failure_naks_instead_of_dropping(jsflow_clien
         backoff=[0.05],
         dead_letter=f"nowhere.{name}",
         dead_letter_stream=f"GONE_{name}",
+        outage_window=0.3,
     )
     async with flow:
         await jsflow_client.js.delete_stream(f"GONE_{name}")
