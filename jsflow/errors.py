@@ -53,6 +53,8 @@ __all__ = [
     "StageTimeoutError",
     "StageError",
     "FlowError",
+    "DeadLetterNotFoundError",
+    "NotReplayableError",
     "NegativeCountError",
     "ServerStartError",
     "BucketError",
@@ -297,6 +299,15 @@ class NegativeCountError(ConfigError):
 
 class FlowError(JsflowError):
     """A flow could not run: misuse of its lifecycle, or its fetch loop gave up."""
+
+
+class DeadLetterNotFoundError(FlowError, LookupError):
+    """No dead-letter stream of that name, or no message at that sequence in it."""
+
+
+class NotReplayableError(JsflowError):
+    """A replay was asked for a task that is not a dead letter (``FAILED`` or ``DEAD``), or
+    for a flow dead letter that cannot be republished as it was."""
 
 
 class StageError(FlowError):

@@ -17,6 +17,7 @@ from urllib.parse import quote
 from google.protobuf import json_format
 from google.protobuf.message import Message as ProtoMessage
 
+from jsflow.flow.monitor import DeadLetterMessage
 from jsflow.tasks.events import TaskEvent
 from jsflow.tasks.state import TaskInfo
 from jsflow.web.errors import BadRequestError
@@ -28,6 +29,7 @@ __all__ = [
     "info_json",
     "jsonable",
     "task_urls",
+    "dead_letter_json",
     "text_or_base64",
 ]
 
@@ -133,6 +135,30 @@ def text_or_base64(data: bytes) -> dict[str, Any]:
         return {"encoding": "utf-8", "data": data.decode("utf-8"), "size": len(data)}
     except UnicodeDecodeError:
         return {"encoding": "base64", "data": base64.b64encode(data).decode(), "size": len(data)}
+
+
+def dead_letter_json(msg: DeadLetterMessage, *, preview: int | None = None) -> dict[str, Any]:
+    """A flow dead letter as JSON; ``preview`` bytes of the body at most (all when ``None``)."""
+    data = msg.data if preview is None else msg.data[:preview]
+    body = text_or_base64(data)
+    body["size"] = len(msg.data)
+    body["complete"] = len(data) == len(msg.data)
+    return {
+        "stream": msg.stream,
+        "seq": msg.seq,
+        "subject": msg.subject,
+        "time": msg.time,
+        "original_subject": msg.original_subject or None,
+        "original_stream": msg.original_stream,
+        "original_sequence": msg.original_sequence,
+        "error": {"type": msg.error_type, "message": msg.error_message},
+        "stage": msg.stage,
+        "delivery": msg.delivery,
+        "failed_at": msg.failed_at,
+        "truncated": msg.truncated,
+        "headers": dict(msg.headers),
+        "body": body,
+    }
 
 
 def encode_cursor(created_at: float, task_id: str) -> str:

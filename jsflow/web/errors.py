@@ -15,13 +15,14 @@ from jsflow.errors import (
     ConflictError,
     ConnectionFailedError,
     ControlLineTooLongError,
+    DeadLetterNotFoundError,
     InvalidKeyError,
     InvalidNameError,
     JsflowError,
+    NotReplayableError,
     PayloadTooLargeError,
     RequestTimeoutError,
     ServerError,
-    TaskError,
     TaskNotFoundError,
 )
 
@@ -62,15 +63,6 @@ class UnknownAppError(GatewayError, LookupError):
 
 class AmbiguousTaskError(GatewayError, ConfigError):
     """Several apps of the gateway define a task of that name: ``?app=`` picks one."""
-
-
-class NotReplayableError(GatewayError, TaskError):
-    """A replay was asked for a task that is not a dead letter (``FAILED`` or ``DEAD``), or
-    for a flow dead letter that cannot be republished as it was."""
-
-
-class DeadLetterNotFoundError(GatewayError, LookupError):
-    """No dead-letter stream of that name, or no message at that sequence in it."""
 
 
 # The one mapping: the first class of an exception's MRO found here gives its status.

@@ -25,6 +25,7 @@ from jsflow.errors import (
     JsflowError,
     TaskNotFoundError,
 )
+from jsflow.flow.monitor import FlowMonitor
 from jsflow.tasks.app import App, TaskFunction
 from jsflow.tasks.events import TERMINAL_EVENTS, TaskEvent
 from jsflow.tasks.state import TaskInfo
@@ -41,7 +42,6 @@ from jsflow.web.errors import (
     UnknownTaskError,
 )
 from jsflow.web.firehose import Firehose
-from jsflow.web.flows import FlowMonitor
 
 __all__ = ["DEAD_LETTER_STATUSES", "Found", "Gateway", "Page", "SubmitRequest"]
 
@@ -230,7 +230,7 @@ class Gateway:
                     app.bind(client)
             await asyncio.gather(*(app.backend() for app in self.apps.values()))
             self._firehose = Firehose(client)
-            self._flows = FlowMonitor(client, self._dead_letter_streams)
+            self._flows = FlowMonitor(client, self._dead_letter_streams, exclude=(TASK_STREAM,))
             self._started = True
 
     async def aclose(self) -> None:

@@ -24,7 +24,7 @@ from jsflow.observability import get_logger, prometheus_text
 from jsflow.tasks.app import App
 from jsflow.tasks.events import TaskEvents
 from jsflow.tasks.streams import validate_name
-from jsflow.web.encode import event_json, info_json, task_urls
+from jsflow.web.encode import dead_letter_json, event_json, info_json, task_urls
 from jsflow.web.errors import BadRequestError, error_body, status_for
 from jsflow.web.gateway import DEAD_LETTER_STATUSES, Gateway
 
@@ -337,7 +337,7 @@ class _Endpoints:
         return JSONResponse(
             {
                 "stream": stream,
-                "messages": [m.to_json(preview=512) for m in msgs],
+                "messages": [dead_letter_json(m, preview=512) for m in msgs],
                 "next_after": next_after or None,
             }
         )
@@ -346,7 +346,7 @@ class _Endpoints:
         """``GET /dead-letters/flows/{stream}/{seq}``: one dead letter, headers and body."""
         await self.gw.start()
         msg = await self.gw.flows.get(request.path_params["stream"], request.path_params["seq"])
-        return JSONResponse(msg.to_json())
+        return JSONResponse(dead_letter_json(msg))
 
     async def dead_replay(self, request: Request) -> Response:
         """``POST /dead-letters/flows/{stream}/{seq}/replay[?keep=true]``: republish it to

@@ -1,5 +1,6 @@
-"""Flows seen from the gateway: the streams (and their consumers' lag), and the dead
-letters of flows and routers, listed by sequence, inspected and replayed.
+"""Flows seen from outside: the streams (and their consumers' lag), and the dead letters of
+flows and routers, listed by sequence, inspected and replayed (the gateway's ``/flows`` and
+``jsflow dlq`` read them through :class:`FlowMonitor`).
 
 A dead letter (see :class:`jsflow.flow.dead_letter.DeadLetter`) carries the original's
 headers and the ``Jsflow-*`` headers saying why and where it came from. Replay republishes
@@ -19,9 +20,7 @@ from typing import TYPE_CHECKING, Any
 import jsflow.flow.headers as h
 from jsflow._js import api, codes, js_errors, map_nats_errors
 from jsflow._validate import check_name, check_subject
-from jsflow.tasks.streams import TASK_STREAM
-from jsflow.web.encode import text_or_base64
-from jsflow.web.errors import DeadLetterNotFoundError, NotReplayableError
+from jsflow.errors import DeadLetterNotFoundError, NotReplayableError
 
 if TYPE_CHECKING:
     from jsflow.client import Client
@@ -67,29 +66,45 @@ class DeadLetterMessage:
         """Where the message was going when it failed (``""``: not a jsflow dead letter)."""
         return self.headers.get(h.ORIGINAL_SUBJECT, "")
 
-    def to_json(self, *, preview: int | None = None) -> dict[str, Any]:
-        """JSON of it; ``preview`` bytes of the body at most (all of it when ``None``)."""
-        data = self.data if preview is None else self.data[:preview]
-        body = text_or_base64(data)
-        body["size"] = len(self.data)
-        body["complete"] = len(data) == len(self.data)
-        hdrs = self.headers
-        return {
-            "stream": self.stream,
-            "seq": self.seq,
-            "subject": self.subject,
-            "time": self.time,
-            "original_subject": self.original_subject or None,
-            "original_stream": hdrs.get(h.ORIGINAL_STREAM),
-            "original_sequence": _int_or_none(hdrs.get(h.ORIGINAL_SEQUENCE)),
-            "error": {"type": hdrs.get(h.ERROR_TYPE, ""), "message": hdrs.get(h.ERROR_MESSAGE, "")},
-            "stage": hdrs.get(h.STAGE),
-            "delivery": _int_or_none(hdrs.get(h.DELIVERY)),
-            "failed_at": hdrs.get(h.FAILED_AT),
-            "truncated": hdrs.get(h.TRUNCATED) == "true",
-            "headers": dict(hdrs),
-            "body": body,
-        }
+    @property
+    def original_stream(self) -> str | None:
+        """The stream the original was read from."""
+        return self.headers.get(h.ORIGINAL_STREAM)
+
+    @property
+    def original_sequence(self) -> int | None:
+        """The original's sequence in :attr:`original_stream`."""
+        return _int_or_none(self.headers.get(h.ORIGINAL_SEQUENCE))
+
+    @property
+    def error_type(self) -> str:
+        """The class name of the error that dead-lettered it."""
+        return self.headers.get(h.ERROR_TYPE, "")
+
+    @property
+    def error_message(self) -> str:
+        """The error's message (bounded)."""
+        return self.headers.get(h.ERROR_MESSAGE, "")
+
+    @property
+    def stage(self) -> str | None:
+        """The stage that failed (flows; ``None`` for a router's dead letters)."""
+        return self.headers.get(h.STAGE)
+
+    @property
+    def delivery(self) -> int | None:
+        """The delivery that failed for the last time."""
+        return _int_or_none(self.headers.get(h.DELIVERY))
+
+    @property
+    def failed_at(self) -> str | None:
+        """When it failed (ISO 8601, UTC)."""
+        return self.headers.get(h.FAILED_AT)
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the body was cut to fit the server's ``max_payload``."""
+        return self.headers.get(h.TRUNCATED) == "true"
 
 
 def _int_or_none(text: str | None) -> int | None:
@@ -108,11 +123,19 @@ class FlowMonitor:
 
     ``dead_letter_streams`` are always treated as dead-letter streams; any other stream is
     one when its oldest message is a jsflow dead letter (checked once per stream and first
-    sequence, one get each).
+    sequence, one get each). ``exclude`` names streams that are no flow's (KV and object
+    store streams are never one).
     """
 
-    def __init__(self, client: Client, dead_letter_streams: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        client: Client,
+        dead_letter_streams: tuple[str, ...] = (),
+        *,
+        exclude: Iterable[str] = (),
+    ) -> None:
         self._client = client
+        self._exclude = frozenset(exclude)  # streams that are not flows' (the tasks stream)
         self.configured = frozenset(self.check_names(dead_letter_streams))
         self._known: set[str] = set(self.configured)
         self._checked: dict[str, int] = {}  # stream -> first sequence already checked
@@ -169,12 +192,12 @@ class FlowMonitor:
         return _message(stream, raw)
 
     async def flows(self) -> list[dict[str, Any]]:
-        """Every user stream (not a KV, object store or the tasks stream) with its counts,
-        its consumers' lag and whether it holds dead letters."""
+        """Every user stream (not a KV or object store, nor one of ``exclude``) with its
+        counts, its consumers' lag and whether it holds dead letters."""
         infos = [
             i
             for i in await self._streams()
-            if (i.config.name or "") != TASK_STREAM
+            if (i.config.name or "") not in self._exclude
             and not (i.config.name or "").startswith(_INTERNAL_PREFIXES)
         ]
         dead = await asyncio.gather(*(self._detect(i) for i in infos))
@@ -298,7 +321,7 @@ class FlowMonitor:
     async def _original(self, msg: DeadLetterMessage) -> tuple[bytes, dict[str, str]]:
         """Body and headers of a cut dead letter's original, from its stream."""
         where = msg.headers.get(h.ORIGINAL_STREAM)
-        at = _int_or_none(msg.headers.get(h.ORIGINAL_SEQUENCE))
+        at = msg.original_sequence
         if not where or not at:
             raise NotReplayableError(
                 f"message {msg.seq} of {msg.stream!r} was cut to fit and names no original"
