@@ -2,13 +2,17 @@
 
     jsflow server [--cluster 3]  a local nats-server with JetStream, until Ctrl-C
     jsflow worker myapp.tasks:app --concurrency 20 [--ready-file /tmp/ready]
+    jsflow worker myapp.tasks:app --processes 4 [--grace 30]   [--reload: for development]
     jsflow serve myapp.tasks:app [--host 127.0.0.1 --port 8000]   HTTP gateway + monitor
     jsflow router rules.toml
     jsflow tasks list [--status FAILED] [--name send_email] [--limit 20] [--since 1h] [--json]
     jsflow tasks show <id>      jsflow tasks cancel <id>      jsflow events <id>
-    jsflow schedules list | cancel <id>       jsflow workers      jsflow kv ls|get BUCKET
+    jsflow tasks watch [--name send_email] [--json]     every task event, live
+    jsflow schedules list | cancel <id>       jsflow workers
+    jsflow kv ls|get|watch BUCKET [KEY or FILTER]
     jsflow stats [--window 300] [--json]
-    jsflow dlq list             jsflow dlq replay <id>... | --all
+    jsflow dlq list [--stream DL]   failed and dead tasks, and flows' dead letters
+    jsflow dlq replay <id>... | --all         jsflow dlq replay --stream DL <seq>... | --all
 
 Every command takes ``--url`` (default: ``$JSFLOW_URL`` or ``nats://127.0.0.1:4222``).
 """
@@ -30,6 +34,7 @@ from typing import Any
 
 from jsflow._js.connection import redact_url, url_secrets
 from jsflow.cli import views
+from jsflow.cli.supervise import Supervisor
 from jsflow.client import Client, connect
 from jsflow.errors import ConfigError, ConnectionFailedError, InvalidKeyError, JsflowError
 from jsflow.observability import configure_logging, enable_prometheus
@@ -125,6 +130,26 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="touch PATH once the task consumers are bound, remove it on exit (a readiness probe)",
     )
+    worker.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N worker processes under one supervisor, restarted when they exit (1)",
+    )
+    worker.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart the workers when a .py file under the current directory changes "
+        "(development; needs jsflow[reload])",
+    )
+    worker.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="on SIGTERM, give running attempts this long before handing them back (5)",
+    )
 
     serve = sub.add_parser(
         "serve",
@@ -185,6 +210,11 @@ def _parser() -> argparse.ArgumentParser:
     for action in ("show", "cancel"):
         p = tasks_sub.add_parser(action, parents=[common, scoped], help=f"{action} a task")
         p.add_argument("task_id")
+    watch = tasks_sub.add_parser(
+        "watch", parents=[common, scoped], help="every task event of the app, live"
+    )
+    watch.add_argument("--name", default=None, help="only events of this task name")
+    watch.add_argument("--json", action="store_true", help="one JSON object per event")
 
     stats = sub.add_parser(
         "stats", parents=[common, scoped], help="throughput, lag, latencies and rates per task"
@@ -194,15 +224,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     stats.add_argument("--json", action="store_true", help="one JSON object per task name")
 
-    dlq = sub.add_parser("dlq", parents=[common], help="failed and dead tasks")
+    dlq = sub.add_parser("dlq", parents=[common], help="failed and dead tasks, flow dead letters")
     dlq_sub = dlq.add_subparsers(dest="action", required=True)
     dlq_list = dlq_sub.add_parser(
-        "list", parents=[common, scoped], help="list FAILED and DEAD tasks"
+        "list",
+        parents=[common, scoped],
+        help="list FAILED and DEAD tasks, then the dead letters of flows and routers",
     )
     views.add_list_options(dlq_list)
+    views.add_stream_option(dlq_list, "only the flow dead letters of STREAM (repeatable)")
     replay = dlq_sub.add_parser("replay", parents=[common, scoped], help="run dead letters again")
-    replay.add_argument("task_ids", nargs="*")
+    replay.add_argument("task_ids", nargs="*", help="task ids (with --stream: sequences)")
     replay.add_argument("--all", action="store_true", help="replay every dead letter")
+    views.add_stream_option(
+        replay, "replay flow dead letters of STREAM: the arguments are their sequences"
+    )
     views.add_commands(sub, common, scoped)
     return parser
 
@@ -271,18 +307,43 @@ async def _load(spec: str, client: Client) -> App:
     return app
 
 
-async def _work(worker: Worker, ready_file: str | None) -> None:
+async def _work(worker: Worker, ready_file: str | None, grace: float) -> None:
     """Run ``worker``; with ``ready_file``, touch it once its consumers are bound and remove
-    it when the worker ends (however it ends)."""
+    it when the worker ends (however it ends). Cancelled (SIGINT/SIGTERM), it gives running
+    attempts ``grace`` seconds before handing them back to the server."""
     path = Path(ready_file) if ready_file else None
     try:
         await worker.start()
         if path is not None:
             path.write_text(f"{worker.id}\n")
-        await worker.run()
+        runner = asyncio.ensure_future(worker.run())
+        try:
+            await asyncio.shield(runner)
+        except asyncio.CancelledError:
+            await worker.stop(grace)
+            await asyncio.gather(runner, return_exceptions=True)
+            raise
     finally:
         if path is not None:
             path.unlink(missing_ok=True)
+
+
+def _supervised(args: argparse.Namespace) -> Supervisor:
+    """``jsflow worker --processes N`` / ``--reload``: the same command, as children."""
+    argv = ["--url", args.url, "worker", args.app, "--concurrency", str(args.concurrency)]
+    argv += ["--ack-wait", str(args.ack_wait)]
+    argv += ["--log-level", args.log_level, "--log-format", args.log_format]
+    if args.tasks:
+        argv += ["--tasks", args.tasks]
+    return Supervisor(
+        argv,
+        args.processes,
+        reload=args.reload,
+        grace=args.grace,
+        ready_file=args.ready_file,
+        watch_dir=Path.cwd(),
+        metrics_port=args.metrics_port,
+    )
 
 
 async def _serve_web(args: argparse.Namespace, client: Client) -> int:
@@ -324,6 +385,9 @@ async def _serve_web(args: argparse.Namespace, client: Client) -> int:
 async def _run(args: argparse.Namespace) -> int:
     if args.command == "server":
         return await _serve(args)
+    if args.command == "worker" and (args.processes > 1 or args.reload):
+        configure_logging(args.log_level, args.log_format)
+        return await _supervised(args).run()
     async with await _connect(args.url) as client:
         if args.command == "serve":
             return await _serve_web(args, client)
@@ -335,7 +399,7 @@ async def _run(args: argparse.Namespace) -> int:
             names = args.tasks.split(",") if args.tasks else None
             worker = app.worker(args.concurrency, ack_wait=args.ack_wait, tasks=names)
             _out(f"worker {worker.id} running {', '.join(worker.task_names)}")
-            await _until_signalled(_work(worker, args.ready_file))
+            await _until_signalled(_work(worker, args.ready_file, args.grace))
             return 0
         if args.command == "router":
             configure_logging(args.log_level, args.log_format)
@@ -346,6 +410,8 @@ async def _run(args: argparse.Namespace) -> int:
         handled = await views.run(args, client)
         if handled is not None:
             return handled
+        if args.command == "dlq" and args.stream:
+            return await views.replay_flow_dead_letters(args, client)
         backend = await TaskBackend.open(client, app=app_scope(args.app))
         if args.command == "tasks" and args.action == "cancel":
             done = await backend.cancel(args.task_id)

@@ -1,4 +1,5 @@
-"""The read-only commands of ``jsflow``: tasks, events, schedules, workers, KV buckets.
+"""The read-only commands of ``jsflow``: tasks, events, schedules, workers, KV buckets,
+dead letters (and the replay of flow dead letters, which reads them the same way).
 
 Human output by default (a table with a header, local times, durations), ``--json`` for
 scripts (one object per line). None of them creates a stream or a bucket: on a server
@@ -18,17 +19,26 @@ from typing import Any
 from jsflow._js import js_errors, map_nats_errors
 from jsflow._validate import check_id, check_name, duration
 from jsflow.client import Client
-from jsflow.errors import BucketError, ConfigError, TaskNotFoundError
+from jsflow.errors import BucketError, ConfigError, JsflowError, TaskNotFoundError
+from jsflow.flow.monitor import DeadLetterMessage, FlowMonitor
 from jsflow.keys import validate_pattern
+from jsflow.store.values import Change
 from jsflow.tasks.backend import TaskBackend
-from jsflow.tasks.events import TaskEvents
+from jsflow.tasks.events import TaskEvent, TaskEvents, live_events
 from jsflow.tasks.state import TaskInfo
 from jsflow.tasks.stats import TaskStats, task_stats
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import TASK_STREAM, app_scope, split_token
 from jsflow.tasks.worker import durable_name
 
-__all__ = ["add_commands", "check_arguments", "run"]
+__all__ = [
+    "add_commands",
+    "add_list_options",
+    "add_stream_option",
+    "check_arguments",
+    "replay_flow_dead_letters",
+    "run",
+]
 
 _SPANS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -77,6 +87,11 @@ def add_commands(
     get = kv_sub.add_parser("get", parents=[common], help="print a key's value (raw)")
     get.add_argument("bucket")
     get.add_argument("key")
+    watch = kv_sub.add_parser("watch", parents=[common], help="follow a bucket's changes, live")
+    watch.add_argument("bucket")
+    watch.add_argument("filter", nargs="?", default=">")
+    watch.add_argument("--history", action="store_true", help="replay the retained history first")
+    watch.add_argument("--json", action="store_true", help="one JSON object per change")
 
 
 def add_list_options(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +103,11 @@ def add_list_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_stream_option(parser: argparse.ArgumentParser, text: str) -> None:
+    """``--stream`` of ``dlq list`` and ``dlq replay``: flow dead-letter streams."""
+    parser.add_argument("--stream", action="append", default=[], metavar="STREAM", help=text)
+
+
 def check_arguments(args: argparse.Namespace) -> None:
     """Everything checkable before connecting: a typo fails at once, with no I/O."""
     if args.command in ("tasks", "dlq", "stats", "events", "schedules", "workers"):
@@ -97,11 +117,25 @@ def check_arguments(args: argparse.Namespace) -> None:
             check_id(what, getattr(args, attr))
     if getattr(args, "limit", None) is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    if args.command == "worker":
+        if args.processes < 1 or args.processes > 256:
+            raise ConfigError(f"--processes must be 1 to 256, got {args.processes}")
+        duration("--grace", args.grace, positive=False)
     if getattr(args, "window", None) is not None:
         duration("--window", args.window)
+    for stream in getattr(args, "stream", None) or ():
+        check_name("--stream", stream)
+    if args.command == "dlq" and args.action == "replay" and args.stream:
+        if len(args.stream) > 1:
+            raise ConfigError("dlq replay takes one --stream at a time")
+        for seq in args.task_ids:
+            if not seq.isdigit() or int(seq) < 1:
+                raise ConfigError(f"with --stream, replay takes sequences (1, 2, ...), got {seq!r}")
+        if not args.task_ids and not args.all:
+            raise ConfigError("dlq replay --stream needs sequences or --all")
     if args.command == "kv":
         check_name("bucket", args.bucket)
-        if args.action == "ls":
+        if args.action in ("ls", "watch"):
             validate_pattern(args.filter)
         if args.action == "get":
             check_id("key", args.key)
@@ -176,10 +210,16 @@ async def run(args: argparse.Namespace, client: Client) -> int | None:
             print_tasks(await backend.store.list(statuses=statuses, name=args.name), args)
         return 0
     if args.command == "dlq" and args.action == "list":
-        backend = await _backend(client, args.app)
-        if backend is not None:
-            dead = [TaskStatus.FAILED, TaskStatus.DEAD]
-            print_tasks(await backend.store.list(statuses=dead), args)
+        if not args.stream:  # --stream: only those flow dead letters
+            backend = await _backend(client, args.app)
+            if backend is not None:
+                dead = [TaskStatus.FAILED, TaskStatus.DEAD]
+                print_tasks(await backend.store.list(statuses=dead), args)
+        await _flow_dead_letters(args, client)
+        return 0
+    if args.command == "tasks" and args.action == "watch":
+        async for event in live_events(client, app=app_scope(args.app), name=args.name):
+            _print_event(event, args.json, with_task=True)
         return 0
     if args.command == "tasks" and args.action == "show":
         backend = await _backend(client, args.app)
@@ -199,14 +239,7 @@ async def run(args: argparse.Namespace, client: Client) -> int | None:
         async for event in TaskEvents(
             client, args.task_id, name=state.name if state else "", app=backend.app
         ):
-            if args.json:
-                out(json.dumps({"seq": event.seq, "kind": event.kind, "attempt": event.attempt,
-                                "progress": event.progress, "message": event.message,
-                                "error_type": event.error_type, "time": event.time}))  # fmt: skip
-                continue
-            extra = f" {event.progress:.0f}%" if event.kind == "progress" else ""
-            extra += f" {event.error_type}: {event.error_message}" if event.error_type else ""
-            out(f"{_local(event.time)}  {event.kind:<10} attempt={event.attempt}{extra}")
+            _print_event(event, args.json, with_task=False)
         return 0
     if args.command == "stats":
         backend = await _backend(client, args.app)
@@ -218,6 +251,94 @@ async def run(args: argparse.Namespace, client: Client) -> int | None:
     if args.command == "workers":
         return await _workers(args, client)
     return None
+
+
+def _print_event(event: TaskEvent, as_json: bool, *, with_task: bool) -> None:
+    """One line of ``jsflow events`` (one task) or ``jsflow tasks watch`` (every task)."""
+    if as_json:
+        data: dict[str, Any] = {"seq": event.seq, "kind": event.kind, "attempt": event.attempt,
+                                "progress": event.progress, "message": event.message,
+                                "error_type": event.error_type, "time": event.time}  # fmt: skip
+        if with_task:
+            data.update(task_id=event.task_id, name=event.name)
+            data.pop("seq")  # live events are not read from the stream
+        out(json.dumps(data))
+        return
+    extra = f" {event.progress:.0f}%" if event.kind == "progress" else ""
+    extra += f" {event.error_type}: {event.error_message}" if event.error_type else ""
+    task = f"{event.name[:24]:<24} {event.task_id}  " if with_task else ""
+    out(f"{_local(event.time)}  {event.kind:<10} {task}attempt={event.attempt}{extra}")
+
+
+# Dead letters read per stream by ``dlq list`` at most (the newest ``--limit`` are shown).
+_MAX_DEAD_LETTERS = 10_000
+
+
+async def _dead_letters(
+    monitor: FlowMonitor, stream: str, limit: int = _MAX_DEAD_LETTERS
+) -> list[DeadLetterMessage]:
+    found: list[DeadLetterMessage] = []
+    after = 0
+    while len(found) < limit:
+        page, after = await monitor.list(stream, after, min(200, limit - len(found)))
+        found.extend(page)
+        if not after:
+            break
+    return found
+
+
+async def _flow_dead_letters(args: argparse.Namespace, client: Client) -> None:
+    """The dead letters of flows and routers: of ``--stream``, or of every stream whose
+    messages are jsflow dead letters."""
+    monitor = FlowMonitor(client, tuple(args.stream), exclude=(TASK_STREAM,))
+    streams = list(args.stream) or [str(f["stream"]) for f in await monitor.dead_letter_streams()]
+    rows: list[DeadLetterMessage] = []
+    for stream in streams:
+        rows.extend(await _dead_letters(monitor, stream))
+    if args.since is not None:
+        rows = [m for m in rows if (m.time or 0.0) >= time.time() - args.since]
+    rows.sort(key=lambda m: m.time or 0.0)
+    if args.limit is not None:
+        rows = rows[-args.limit :]
+    if args.json:
+        for m in rows:
+            out(json.dumps({"stream": m.stream, "seq": m.seq, "time": m.time,
+                            "original_subject": m.original_subject, "stage": m.stage,
+                            "delivery": m.delivery, "error_type": m.error_type,
+                            "error_message": m.error_message}, sort_keys=True))  # fmt: skip
+        return
+    if not rows and not args.stream:
+        return  # no flow dead letters anywhere: the tasks table says it all
+    out("")
+    out(f"{'FLOW DEAD LETTER':<28} {'FAILED':<19} {'SUBJECT':<24} {'TRY':>3}  ERROR")
+    for m in rows:
+        where = f"{m.stream}#{m.seq}"
+        error = f"{m.error_type}: {m.error_message}"[:60] if m.error_type else ""
+        out(
+            f"{where[:28]:<28} {_local(m.time or 0.0):<19} {m.original_subject[:24]:<24} "
+            f"{m.delivery or 0:>3}  {error}"
+        )
+
+
+async def replay_flow_dead_letters(args: argparse.Namespace, client: Client) -> int:
+    """``jsflow dlq replay --stream DL <seq>... | --all``: republish flow dead letters to
+    their original subjects (each once: the replay carries a dedupe id naming it) and
+    remove them; one that cannot be replayed does not stop the others."""
+    (stream,) = args.stream
+    monitor = FlowMonitor(client, (stream,), exclude=(TASK_STREAM,))
+    seqs = [int(s) for s in args.task_ids]
+    if args.all:
+        seqs += [m.seq for m in await _dead_letters(monitor, stream)]
+    failed = 0
+    for seq in dict.fromkeys(seqs):
+        try:
+            done = await monitor.replay(stream, seq)
+        except JsflowError as exc:
+            failed += 1
+            sys.stderr.write(f"jsflow: {type(exc).__name__}: {exc}\n")
+            continue
+        out(f"{stream}#{seq} replayed to {done['subject']} ({done['stream']} #{done['seq']})")
+    return 1 if failed else 0
 
 
 def _ms(seconds: float) -> str:
@@ -325,6 +446,11 @@ async def _kv(args: argparse.Namespace, client: Client) -> int:
         except js_errors.NotFoundError:
             raise BucketError(f"bucket {args.bucket!r} does not exist") from None
     store = await client.object_store(args.bucket, bytes)
+    if args.action == "watch":
+        async with store.watch(args.filter, include_history=args.history) as changes:
+            async for change in changes:
+                _print_change(change, args.json)
+        return 0
     if args.action == "ls":
         for key in await store.keys(args.filter):
             out(key)
@@ -334,3 +460,21 @@ async def _kv(args: argparse.Namespace, client: Client) -> int:
         raise ConfigError(f"no key {args.key!r} in bucket {args.bucket!r}")
     sys.stdout.buffer.write(entry.value + (b"" if entry.value.endswith(b"\n") else b"\n"))
     return 0
+
+
+def _print_change(change: Change[bytes], as_json: bool) -> None:
+    """One line of ``jsflow kv watch``: the revision, the operation, the key and the value
+    (as text when it is UTF-8, else its size)."""
+    value = change.value
+    text: str | None = None
+    if value is not None:
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+    if as_json:
+        out(json.dumps({"revision": change.revision, "op": change.op.value, "key": change.key,
+                        "value": text, "size": None if value is None else len(value)}))  # fmt: skip
+        return
+    shown = "" if value is None else (text if text is not None else f"<{len(value)} bytes>")
+    out(f"{change.revision:>8} {change.op.value:<6} {change.key}  {shown[:200]}")
