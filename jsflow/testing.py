@@ -17,7 +17,14 @@ Enable them in a ``conftest.py`` with ``pytest_plugins = ["jsflow.testing"]``, t
   override the fixture), bound to the test's client in a namespace of its own (its
   subjects, durables and states are the test's alone: a request one test leaves behind
   never runs in another's worker); :func:`bound` does the same for any app;
-* ``jsflow_worker``: a :class:`Worker` running ``jsflow_app``'s tasks during the test.
+* ``jsflow_worker``: a :class:`Worker` running ``jsflow_app``'s tasks during the test;
+* ``jsflow_eager``: ``jsflow_app`` in eager mode (:meth:`App.eager`): each ``submit`` runs
+  the task inline, through a worker's attempt code, and returns once it finished, so a
+  unit test needs no worker and no waiting::
+
+      async def test_send(jsflow_eager):
+          handle = await send_email.submit("a@b.c")
+          assert await handle.result() == "sent"  # already there
 
 The session's server runs on pytest-asyncio's session loop; the client and worker follow
 the test's loop. A configuration where fixtures and tests get different loops (fixture
@@ -30,7 +37,7 @@ from __future__ import annotations
 import importlib
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -48,6 +55,7 @@ __all__ = [
     "jsflow_app",
     "jsflow_bucket",
     "jsflow_client",
+    "jsflow_eager",
     "jsflow_server",
     "jsflow_worker",
     "pytest_addoption",
@@ -147,3 +155,12 @@ async def jsflow_worker(jsflow_app: App) -> AsyncIterator[Worker]:
     worker: Any = jsflow_app.worker()
     async with worker:
         yield worker
+
+
+@pytest.fixture
+def jsflow_eager(jsflow_app: App) -> Iterator[App]:
+    """``jsflow_app`` in eager mode for the test: its tasks run inline in ``submit``, with
+    their state and events recorded through the server (see :mod:`jsflow.tasks.eager` for
+    what differs from a worker: retry delays skipped, timed submits still queued, ...)."""
+    with jsflow_app.eager():
+        yield jsflow_app

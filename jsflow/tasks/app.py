@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from jsflow._validate import (
@@ -21,7 +22,8 @@ from jsflow.tasks.backend import (
     TaskBackend,
     check_retention,
 )
-from jsflow.tasks.function import TaskFunction, TaskOptions, parse_rate
+from jsflow.tasks.eager import EagerMode
+from jsflow.tasks.function import EagerRunner, TaskFunction, TaskOptions, parse_rate
 from jsflow.tasks.handle import TaskHandle
 from jsflow.tasks.streams import DEFAULT_APP, app_scope, check_max_age
 from jsflow.tasks.worker import Worker
@@ -107,6 +109,7 @@ class App:
         self.tasks: dict[str, TaskFunction[Any, Any]] = {}
         self._backend: TaskBackend | None = None
         self._backend_lock = asyncio.Lock()
+        self._eager: EagerMode | None = None
 
     def bind(self, client: Client, *, scope: str | None = None) -> None:
         """Attach the client of an app created with ``client=None`` (or whose client is
@@ -176,6 +179,31 @@ class App:
             return task_fn
 
         return register(fn) if fn is not None else register
+
+    @contextlib.contextmanager
+    def eager(self) -> Iterator[App]:
+        """Eager mode for the block (for unit tests of task code): every ``submit`` and
+        ``submit_many`` of this app's tasks, from any coroutine, runs the task here, to its
+        outcome, before it returns; its handle's ``result()`` is then already there.
+
+        The state, events, retries, timeout, progress, dependency results and outcome are
+        recorded through the server by the attempt code a worker runs, so a test sees what a
+        worker would give (:class:`TaskFailedError` included). What differs (retry delays
+        skipped; no ``concurrency`` or ``rate_limit``; ``depends_on`` needs finished
+        dependencies; timed submits and schedules still need a worker): see
+        :mod:`jsflow.tasks.eager`. A block, not an app setting, so production code never
+        runs eagerly by accident. Blocks nest; leaving one restores the mode before it.
+        """
+        previous, self._eager = self._eager, EagerMode(self)
+        try:
+            yield self
+        finally:
+            self._eager = previous
+
+    @property
+    def eager_runner(self) -> EagerRunner | None:
+        """The runner of :meth:`eager` while a block is open (``None``: submits queue)."""
+        return self._eager
 
     def opened_backend(self) -> TaskBackend:
         """The backend once :meth:`backend` opened it (:class:`ConfigError` before)."""

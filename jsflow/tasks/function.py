@@ -1,13 +1,14 @@
 """``TaskFunction`` and ``TaskOptions``: an async function registered as a task, and how
 it runs. Registered by :meth:`jsflow.tasks.app.App.task`; below the app and its workers,
-which see an app only as a :class:`TaskRegistry`."""
+which see an app only as a :class:`TaskRegistry` (and its eager mode only as an
+:class:`EagerRunner`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
@@ -31,10 +32,23 @@ from jsflow.tasks.lifecycle import new_state
 from jsflow.tasks.schedules import Schedule, schedule_cron, submit_at
 from jsflow.tasks.streams import validate_name
 
-__all__ = ["TaskFunction", "TaskOptions", "TaskRegistry", "parse_rate"]
+__all__ = ["EagerRunner", "TaskFunction", "TaskOptions", "TaskRegistry", "parse_rate"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class EagerRunner(Protocol):
+    """What a task function needs of an app's eager mode (:mod:`jsflow.tasks.eager`): run
+    the requests it just submitted here and now, through a worker's attempt."""
+
+    async def check_dependencies(self, backend: TaskBackend, task: str, deps: list[str]) -> None:
+        """Refuse (before the task is created) dependencies that have not finished."""
+        ...
+
+    async def run(self, fn: TaskFunction[Any, Any], task_ids: Sequence[str]) -> None:
+        """Execute the submitted tasks ``task_ids`` of ``fn`` inline, one after another."""
+        ...
 
 
 class TaskRegistry(Protocol):
@@ -56,6 +70,11 @@ class TaskRegistry(Protocol):
 
     def opened_backend(self) -> TaskBackend:
         """The app's backend, :class:`ConfigError` when it is not opened yet."""
+        ...
+
+    @property
+    def eager_runner(self) -> EagerRunner | None:
+        """The runner of the app's eager mode while it is on (``None``: submits queue)."""
         ...
 
 
@@ -156,6 +175,9 @@ class TaskFunction(Generic[P, R]):
 
         With ``depends_on``, the task starts only after every dependency succeeded and is
         cancelled (naming the cause) when one did not.
+
+        In the app's eager mode (:meth:`jsflow.tasks.app.App.eager`) the task has run here,
+        to its outcome, when this returns (see :mod:`jsflow.tasks.eager`).
         """
         return await self.submit_with(args, kwargs, depends_on=depends_on)
 
@@ -176,16 +198,22 @@ class TaskFunction(Generic[P, R]):
         ]
         payload = self.codec.encode_args(args, kwargs)
         backend = await self.app.backend()
+        eager = self.app.eager_runner
         with tracer().start_as_current_span("jsflow.tasks.submit") as span:
             span.set_attribute("jsflow.task", self.name)
             span.set_attribute("jsflow.task_id", task_id)
+            if deps:
+                deps = await backend.dag.check(task_id, deps)
+                if eager is not None:
+                    await eager.check_dependencies(backend, self.name, deps)
             data, ref = await backend.payloads.put(f"{task_id}.args", payload)
             state = new_state(task_id, self.name, data, ref)
             if deps:
-                deps = await backend.dag.check(task_id, deps)
                 await backend.dag.register(state, deps)
             else:
                 await backend.requests.submit([state])
+        if eager is not None:
+            await eager.run(self, [task_id])
         return TaskHandle(backend, task_id, self.name, self.codec)
 
     async def submit_many(
@@ -196,7 +224,8 @@ class TaskFunction(Generic[P, R]):
         before any I/O; the requests go to the server as one atomic batch (all or none).
         A chord is a group plus a task that depends on it: ``await total.submit(
         depends_on=handles)``, which reads their results with
-        ``current_task().dependency_results()``."""
+        ``current_task().dependency_results()``. In eager mode each call runs here, in
+        order, once the whole batch is submitted."""
         encoded = []
         for call in calls:
             if len(call) == 2 and isinstance(call[0], tuple) and isinstance(call[1], dict):
@@ -215,6 +244,9 @@ class TaskFunction(Generic[P, R]):
                 states.append(new_state(task_id, self.name, data, ref))
             if states:
                 await backend.requests.submit(states)
+        eager = self.app.eager_runner
+        if eager is not None and states:
+            await eager.run(self, [s.id for s in states])
         return [TaskHandle(backend, s.id, self.name, self.codec) for s in states]
 
     async def submit_at(self, when: dt.datetime, *args: Any, **kwargs: Any) -> TaskHandle[R]:
