@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12rate_limiter.proto\x12\tjsflow.v1\"=\n\x0eRateLimitState\x12\x0b\n\x03tat\x18\x01 \x01(\x01\x12\x0e\n\x06window\x18\x02 \x03(\x01\x12\x0e\n\x06tat_ns\x18\x03 \x01(\x12\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12rate_limiter.proto\x12\tjsflow.v1\"h\n\x0eRateLimitState\x12\x0b\n\x03tat\x18\x01 \x01(\x01\x12\x0e\n\x06window\x18\x02 \x03(\x01\x12\x0e\n\x06tat_ns\x18\x03 \x01(\x12\x12\x14\n\x0c\x66ixed_window\x18\x04 \x01(\x12\x12\x13\n\x0b\x66ixed_count\x18\x05 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rate_limiter_pb2', _globals
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RATELIMITSTATE']._serialized_start=33
-  _globals['_RATELIMITSTATE']._serialized_end=94
+  _globals['_RATELIMITSTATE']._serialized_end=137
 # @@protoc_insertion_point(module_scope)

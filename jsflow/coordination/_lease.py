@@ -5,6 +5,13 @@ without trusting anyone's clock. Acquiring is create-if-absent; the holder renew
 compare-and-set on its own revision every ``ttl / 3``; releasing deletes with a
 compare-and-set, so it never removes another holder's lease.
 
+Every write of a held lease (renewal, :meth:`HeldLease.extend`) is that one compare-and-set,
+rewriting the same value (so the fencing token stays) with a new TTL: the lease's new
+length, rounded up to whole seconds on the wire as the server keeps them. The holder counts
+on the length itself from the write's send, which the server's TTL (from its receipt,
+rounded up) always outlasts. A renewal never shortens the lease: it writes ``ttl`` or what
+remains, whichever is longer; only an extension with ``replace_ttl`` shortens it.
+
 The fencing token of a holder is the revision (stream sequence) of the write that created its
 lease. The server assigns it atomically with the create, every later write of the bucket gets
 a larger one, and it is never reused, not even after the lease expired. So a holder that took
@@ -36,7 +43,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from jsflow._proto.common_pb2 import Lease
-from jsflow._validate import check_name, duration, optional_duration
+from jsflow._validate import MAX_DURATION, check_name, duration, optional_duration
 from jsflow.connection import check_replicas
 from jsflow.errors import (
     ConfigError,
@@ -58,6 +65,7 @@ __all__ = [
     "HeldLease",
     "LeasedPrimitive",
     "MIN_TTL",
+    "check_additional",
     "check_timeout",
     "check_ttl",
     "contend",
@@ -92,6 +100,17 @@ def check_ttl(ttl: float) -> float:
     """Return ``ttl`` as a float, or raise :class:`ConfigError` when it is not a usable lease
     (a finite number of seconds, at least the server's minimum of one second)."""
     return duration("ttl", ttl, minimum=MIN_TTL, positive=False)
+
+
+def check_additional(additional: float, replace_ttl: bool) -> float:
+    """Return ``additional`` (seconds of an extension) as a float, or raise
+    :class:`ConfigError`: a finite number > 0 and at most a century; with ``replace_ttl``
+    (it becomes the whole lease) at least the server's minimum TTL of one second."""
+    if not isinstance(replace_ttl, bool):
+        raise ConfigError(f"replace_ttl must be a bool, got {replace_ttl!r}")
+    if replace_ttl:
+        return duration("additional", additional, minimum=MIN_TTL, positive=False)
+    return duration("additional", additional)
 
 
 def check_timeout(timeout: float | None) -> float | None:
@@ -184,17 +203,20 @@ class HeldLease:
         self._io = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
-        # When the last successful write was *sent*: the lease surely lasts until then + ttl
-        # (the server keeps ceil(ttl) whole seconds from its receipt, which is later).
+        # When the last successful write was *sent*, and the lease length it wrote: the lease
+        # surely lasts until their sum (the server keeps the length rounded up to whole
+        # seconds from its receipt, which is later).
         self._renewed_at = time.monotonic() if written_at is None else written_at
+        self._length = ttl
         self._expiry: asyncio.TimerHandle | None = None
         self._arm_expiry()
 
     @property
     def expires_at(self) -> float:
         """``time.monotonic()`` until which this holder counts on the lease: the send time of
-        its last successful write plus ``ttl``, never later than the server keeps it."""
-        return self._renewed_at + self.ttl
+        its last successful write plus the length it wrote (``ttl``, unless extended), never
+        later than the server keeps it."""
+        return self._renewed_at + self._length
 
     @property
     def held(self) -> bool:
@@ -216,7 +238,7 @@ class HeldLease:
         if time.monotonic() < self.expires_at:  # renewed meanwhile
             self._arm_expiry()
             return
-        self._mark_lost(f"not renewed within its ttl of {self.ttl:g}s")
+        self._mark_lost(f"not renewed within its lease of {self._length:g}s")
 
     @property
     def fencing_token(self) -> int:
@@ -224,7 +246,8 @@ class HeldLease:
         return int(self.lease.fencing_token)
 
     def start_renewal(self) -> None:
-        """Renew the lease every ``ttl / 3`` seconds until :meth:`stop_renewal` or release.
+        """Renew the lease every ``ttl / 3`` seconds until :meth:`stop_renewal` or release
+        (more often while an extension with ``replace_ttl`` made it shorter than ``ttl``).
 
         A timer until a renewal is due; only then a task (owned here, awaited on stop).
         """
@@ -232,7 +255,8 @@ class HeldLease:
             self._schedule()
 
     def _schedule(self) -> None:
-        self._timer = asyncio.get_running_loop().call_later(self.ttl / 3, self._renewal_due)
+        delay = min(self.ttl, self._length) / 3
+        self._timer = asyncio.get_running_loop().call_later(delay, self._renewal_due)
 
     def _renewal_due(self) -> None:
         self._timer = None
@@ -252,11 +276,32 @@ class HeldLease:
         )
 
     async def renew(self) -> None:
-        """Extend the lease by ``ttl`` with a compare-and-set on its own revision.
+        """Make the lease last ``ttl`` from now, or keep what remains when that is longer
+        (a renewal never shortens an extended lease): a compare-and-set on its own revision.
 
-        Raises :class:`LockLostError` (and sets :attr:`lost`) when the lease expired or
+        Raises :class:`LockLostError` (and sets :attr:`lost`) when the lease ran out or
         someone else wrote the key since.
         """
+        await self._write(lambda remaining: max(self.ttl, remaining), "renewal")
+
+    async def extend(self, additional: float, *, replace_ttl: bool = False) -> None:
+        """Add ``additional`` seconds to what remains of the lease (``replace_ttl``: make it
+        last ``additional`` seconds from now), as redis-py's ``Lock.extend``.
+
+        One compare-and-set on the lease's revision; the value and its fencing token stay.
+        ``additional`` must be checked by the caller (:func:`check_additional`). Raises
+        :class:`LockLostError` (and sets :attr:`lost`) when the lease ran out or someone else
+        wrote the key since.
+        """
+        if replace_ttl:
+            await self._write(lambda remaining: additional, "extension")
+        else:
+            await self._write(lambda remaining: remaining + additional, "extension")
+
+    async def _write(self, length: Callable[[float], float], what: str) -> None:
+        """Rewrite the lease with a compare-and-set on its revision, lasting ``length(r)``
+        seconds from the send, ``r`` being what remains of it then (at least the server's
+        minimum TTL, at most a century)."""
         async with self._io:
             if self.lost.is_set() or self._released:
                 raise LockLostError(
@@ -265,16 +310,24 @@ class HeldLease:
                     bucket=self.store.bucket,
                 )
             sent = time.monotonic()
+            remaining = self.expires_at - sent
+            if remaining <= 0:  # the server may have freed it: never write it back to life
+                raise self._mark_lost(f"it ran out before {what}")
+            new_length = min(MAX_DURATION, max(MIN_TTL, length(remaining)))
             try:
                 entry = await self.store.compare_and_set(
-                    self.key, self.lease, self.revision, ttl=self.ttl
+                    self.key, self.lease, self.revision, ttl=new_length
                 )
             except ConflictError:
-                raise self._mark_lost("it expired or was taken over before renewal") from None
+                raise self._mark_lost(f"it expired or was taken over before {what}") from None
             self.revision = entry.revision
             self._renewed_at = sent
+            self._length = new_length
             if not self._released and not self.lost.is_set():
                 self._arm_expiry()
+                if self._timer is not None:  # renewing: keep the cadence of the new length
+                    self._timer.cancel()
+                    self._schedule()
 
     async def _renew_once(self) -> None:
         try:
@@ -283,8 +336,8 @@ class HeldLease:
             return
         except JsflowError as exc:  # connection trouble: keep trying while it may be alive
             _log.warning("lease.renew_failed", key=self.key, error=repr(exc))
-            if time.monotonic() - self._renewed_at >= self.ttl:
-                self._mark_lost(f"could not renew within the ttl ({exc})")
+            if time.monotonic() >= self.expires_at:
+                self._mark_lost(f"could not renew before the lease ran out ({exc})")
                 return
         except Exception as exc:  # a bug, not the server: stop, and say the lease is lost
             self._mark_lost(f"renewal failed unexpectedly: {exc!r}")
@@ -565,13 +618,32 @@ class LeasedPrimitive:
         return True
 
     async def renew(self) -> None:
-        """Extend the lease now (renewal does this by itself unless ``auto_renew=False``).
+        """Make the lease last ``ttl`` from now (renewal does this by itself unless
+        ``auto_renew=False``); never shortens a longer :meth:`extend`.
 
         Raises :class:`NotHeldError` when not held and :class:`LockLostError` when lost.
         """
         if self._held is None:
             raise NotHeldError(f"{self.name!r} is not held by this instance", name=self.name)
         await self._held.renew()
+
+    async def extend(self, additional: float, *, replace_ttl: bool = False) -> None:
+        """Add ``additional`` seconds to what remains of the lease, as redis-py's
+        ``Lock.extend``; with ``replace_ttl=True`` the lease lasts ``additional`` seconds from
+        now instead (it may shorten it).
+
+        One compare-and-set on the lease's revision: the fencing token stays the same.
+        Renewal (``auto_renew``) never shortens an extended lease, and it keeps at least
+        ``ttl`` ahead, so shortening with ``replace_ttl`` lasts only with ``auto_renew=False``.
+        Raises :class:`ConfigError` before any I/O unless ``additional`` is a finite number of
+        seconds > 0 (with ``replace_ttl``: >= 1, the server's minimum) and at most a century;
+        :class:`NotHeldError` when this instance does not hold the lease;
+        :class:`LockLostError` (and sets :attr:`lost`) when it ran out or was taken over.
+        """
+        additional = check_additional(additional, replace_ttl)
+        if self._held is None:
+            raise NotHeldError(f"{self.name!r} is not held by this instance", name=self.name)
+        await self._held.extend(additional, replace_ttl=replace_ttl)
 
     async def release(self) -> None:
         """Stop renewing and delete the lease if it is still ours.

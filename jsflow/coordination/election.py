@@ -31,8 +31,9 @@ class Election:
     """Campaign for, hold and observe the leadership of ``name``.
 
     ``async with election:`` campaigns (blocks until leader) and resigns on exit;
-    :meth:`campaign` / :meth:`resign` do the same by hand. :attr:`is_leader` turns false and
-    :attr:`lost` is set as soon as renewal finds the leadership lost. Options:
+    :meth:`campaign` / :meth:`resign` do the same by hand; :meth:`extend` lengthens the
+    leadership lease. :attr:`is_leader` turns false and :attr:`lost` is set as soon as
+    renewal finds the leadership lost. Options:
     ``candidate_id`` (this candidate's id, default unique per instance), ``bucket`` (default
     ``"jsflow_elections"``), ``recheck`` (safety-net re-check period while waiting; default
     ``ttl``). The constructor does no I/O.
@@ -82,6 +83,12 @@ class Election:
         """Give up leadership; :class:`jsflow.LockLostError` when it was already lost and
         :class:`jsflow.NotHeldError` when this candidate was not leading."""
         await self._lease.release()
+
+    async def extend(self, additional: float, *, replace_ttl: bool = False) -> None:
+        """Add ``additional`` seconds to what remains of the leadership lease
+        (``replace_ttl``: make it last ``additional`` seconds from now); the term stays.
+        Same checks and errors as :meth:`jsflow.Lock.extend`."""
+        await self._lease.extend(additional, replace_ttl=replace_ttl)
 
     async def leader(self) -> str | None:
         """The current leader's id, or ``None`` when nobody leads."""

@@ -31,6 +31,9 @@ class Lock(LeasedPrimitive):
     :attr:`lost` is set as soon as renewal finds the lease lost, and :meth:`release` then
     raises :class:`jsflow.LockLostError` without touching the new holder's lease.
     :attr:`fencing_token` strictly increases across successive holders.
+    ``await lock.extend(additional, replace_ttl=False)`` adds ``additional`` seconds to what
+    remains of the lease (``replace_ttl``: makes it last ``additional`` seconds from now), as
+    redis-py's ``Lock.extend``, keeping the fencing token; renewal never shortens it.
 
     Options: ``bucket`` (default ``"jsflow_locks"``), ``owner`` (holder id; default unique
     per instance), ``auto_renew`` (default on), ``recheck`` (seconds between safety-net

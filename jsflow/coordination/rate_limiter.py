@@ -1,15 +1,22 @@
 """RateLimiter: a distributed rate limiter whose state is one protobuf message per key.
 
-Two algorithms share one state message (``jsflow.v1.RateLimitState``):
+Three algorithms share one state message (``jsflow.v1.RateLimitState``):
 
 * ``"gcra"`` (default), the generic cell rate algorithm: one float per key, the theoretical
   arrival time (TAT) of the next unit at the sustained rate.
 * ``"sliding_window"``: the admission times of the last ``burst`` units, like the moving
   window of the ``limits`` library; exact, but its state grows with ``burst``.
+* ``"fixed_window"``: at most ``burst`` units in each aligned window of ``per`` seconds
+  (window ``floor(now / per)``, so every host and key shares the same boundaries), like the
+  fixed window of the ``limits`` library; the state is two integers, the window's index and
+  its count, and a key's allowance resets at a known time. ``rate`` only sets the default
+  ``burst``.
 
-Both admit at most ``burst + rate * t / per`` units in any window of length ``t``, across any
-number of processes: every decision is a compare-and-set of the key's state
-(:meth:`jsflow.ObjectStore.update`), and the decision is computed *inside* the update
+GCRA and the sliding window admit at most ``burst + rate * t / per`` units in any window of
+length ``t``; the fixed window admits at most ``burst`` per aligned window, hence up to
+``2 * burst`` in a short span around a window boundary (the price of its small state).
+Each holds across any number of processes: every decision is a compare-and-set of the key's
+state (:meth:`jsflow.ObjectStore.update`), and the decision is computed *inside* the update
 function, so concurrent callers in one process are combined into one round trip and a
 conflict with another process re-runs the decision on fresh state.
 
@@ -28,7 +35,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from opentelemetry import trace
 
@@ -47,15 +55,19 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_BUCKET", "Algorithm", "Decision", "RateLimiter"]
 
-Algorithm = Literal["gcra", "sliding_window"]
+Algorithm = Literal["gcra", "sliding_window", "fixed_window"]
 
 DEFAULT_BUCKET = "jsflow_rate_limits"
-_ALGORITHMS = ("gcra", "sliding_window")
+_ALGORITHMS = ("gcra", "sliding_window", "fixed_window")
 # Slack for float rounding when comparing times (seconds): far below any useful rate.
 _EPS = 1e-9
 # Extra lifetime of a key's state beyond the moment it stops mattering, for clock skew.
 _TTL_MARGIN = 2.0
 _MAX_WINDOW_BURST = 50_000
+# The fixed window's state is a sint64 window index and a uint64 count: windows of at least
+# a millisecond keep the index of any Unix time in range.
+_MIN_FIXED_PER = 0.001
+_MAX_FIXED_BURST = 2**63
 # How far ahead acquire() reserves at most: a longer (or no) timeout sleeps and decides again.
 # It bounds the TTL of a key's state (span + this + margin), which must be finite: a write
 # without a TTL would keep the key forever.
@@ -148,6 +160,53 @@ def _window_step(
     return _Plan(False, wait, 0 if pending else max(0, burst - len(entries)))
 
 
+def _fixed_window_step(
+    state: Any,
+    now: float,
+    *,
+    cost: int,
+    interval: float,
+    burst: int,
+    horizon: float,
+    per: float,
+) -> _Plan:
+    """One fixed-window decision: at most ``burst`` units in each window of ``per`` seconds.
+
+    Window ``i`` is ``[i * per, (i + 1) * per)`` in Unix seconds; ``state`` holds the index
+    of the window it counts (``fixed_window``) and the units in it (``fixed_count``). The
+    state only moves forward: a later window than now's (reserved by ``acquire``, or written
+    by a host whose clock runs ahead) is counted in, so a slow clock admits less, never more,
+    and admissions are first come, first served. Units that do not fit go to the next
+    window, reserved when it starts within ``horizon``. ``interval`` is unused (the
+    signature is the other steps'). Mutates ``state`` when admitted.
+    """
+    current = math.floor((now + _EPS) / per)
+    index = max(current, state.fixed_window)
+    used = state.fixed_count if state.fixed_window == index else 0
+    if used + cost > burst:
+        index, used = index + 1, 0
+    if index == current:
+        state.fixed_window = index
+        state.fixed_count = used + cost
+        return _Plan(True, 0.0, burst - used - cost)
+    wait = max(0.0, index * per - now)
+    if wait <= horizon:
+        state.fixed_window = index
+        state.fixed_count = used + cost
+        return _Plan(True, wait, 0)
+    # Denied: what is left now is the current window's room (none behind a reservation).
+    room = burst - state.fixed_count if state.fixed_window == current else 0
+    return _Plan(False, wait, room)
+
+
+class _Step(Protocol):
+    """The shape of one algorithm's decision (``_gcra_step`` and the others)."""
+
+    def __call__(
+        self, state: Any, now: float, *, cost: int, interval: float, burst: int, horizon: float
+    ) -> _Plan: ...
+
+
 def _no_horizon() -> float:
     """The horizon of :meth:`RateLimiter.try_acquire`: admit now or not at all."""
     return 0.0
@@ -183,7 +242,9 @@ class RateLimiter:
     its own once a key has been idle long enough to be back at full burst.
 
     ``burst`` defaults to ``max(1, floor(rate))``: a full period's allowance at once.
-    ``algorithm`` is ``"gcra"`` or ``"sliding_window"`` (see the module docstring).
+    ``algorithm`` is ``"gcra"``, ``"sliding_window"`` or ``"fixed_window"`` (``burst`` units
+    per aligned window of ``per`` seconds, ``per`` at least a millisecond; see the module
+    docstring).
     ``clock`` returns Unix time in seconds (default ``time.time``).
     """
 
@@ -219,17 +280,32 @@ class RateLimiter:
                 f"sliding_window keeps one timestamp per unit; burst {burst} exceeds "
                 f"{_MAX_WINDOW_BURST} (use algorithm='gcra')"
             )
+        if algorithm == "fixed_window":
+            if self.per < _MIN_FIXED_PER:
+                raise ConfigError(
+                    f"fixed_window needs windows of at least {_MIN_FIXED_PER}s, got {self.per:g}s"
+                )
+            if burst > _MAX_FIXED_BURST:
+                raise ConfigError(f"fixed_window burst must be <= 2**63, got {burst}")
         if not callable(clock):
             raise ConfigError("clock must be a callable returning Unix seconds")
         self.burst = burst
         self.algorithm: Algorithm = algorithm
         self.bucket = check_name("bucket", bucket)
         self.interval = self.per / self.rate
-        # GCRA's delay tolerance and the window's period are the same span: burst intervals.
-        self.span = self.burst * self.interval
+        # How long a key's state limits anything after a decision: GCRA's delay tolerance
+        # and the sliding window's period are the same span, burst intervals; a fixed
+        # window's state limits until its window ends, at most ``per`` after now.
+        self.span = self.per if algorithm == "fixed_window" else self.burst * self.interval
         self._client = client
         self._clock = clock
-        self._step = _gcra_step if algorithm == "gcra" else _window_step
+        self._step: _Step
+        if algorithm == "gcra":
+            self._step = _gcra_step
+        elif algorithm == "sliding_window":
+            self._step = _window_step
+        else:
+            self._step = partial(_fixed_window_step, per=self.per)
         self._store: ObjectStore[Any] | None = None
         self._store_lock = asyncio.Lock()
         # Last state this limiter wrote or read per key, with its revision (bounded LRU).
@@ -478,7 +554,8 @@ class RateLimiter:
         """Forget ``key``'s history: it admits a full burst again.
 
         Limiters in other processes that last saw the key at its limit may go on denying it
-        until that state would have allowed them (at most ``burst`` intervals); never more.
+        until that state would have allowed them (at most ``burst`` intervals; a fixed
+        window: until its window ends); never more.
         """
         full_key = self._key(key, 1)
         store = await self._get_store()

@@ -31,7 +31,8 @@ class Semaphore(LeasedPrimitive):
     """A distributed semaphore: ``permits`` holders of ``name`` at once, each with a lease.
 
     Same shape as :class:`jsflow.Lock` (``acquire``/``release``/``async with``, ``lost``,
-    ``fencing_token``, renewal every ``ttl / 3``). One instance holds one permit; tasks that
+    ``fencing_token``, renewal every ``ttl / 3``, ``extend`` of the permit's lease). One
+    instance holds one permit; tasks that
     share an instance take turns, so give each concurrent holder its own instance
     (``client.semaphore(...)`` does no I/O). Every client must use the same ``permits``
     for one name.
