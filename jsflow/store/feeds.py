@@ -12,16 +12,17 @@ import asyncio
 import contextlib
 import random
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import jsflow.store.wire as wire  # noqa: PLR0402 -- not via the package: no cycle
 from jsflow._js import Msg, api, internals, map_nats_errors
 from jsflow.connection import Connection
 from jsflow.errors import ConnectionClosedError, JsflowError
 from jsflow.observability import get_logger
 from jsflow.store.bucket import Bucket
 
-__all__ = ["FeedCloser", "OrderedFeed", "ReconnectRelay", "ordered_subscribe", "reconnect_relay"]
+__all__ = ["FeedCloser", "OrderedFeed", "ReconnectRelay", "reconnect_relay"]
 
 _log = get_logger(__name__)
 
@@ -30,40 +31,6 @@ _RESUME_MAX_BACKOFF = 1.0
 # How often a running feed checks (locally, no I/O) whether its connection closed for good:
 # nats-py ends no subscription then, so a waiting iterator would wait forever.
 _CLOSED_CHECK = 0.5
-
-
-async def ordered_subscribe(
-    bucket: Bucket,
-    subject: str,
-    policy: api.DeliverPolicy,
-    cb: Callable[[Msg], Any],
-    *,
-    start_seq: int | None = None,
-) -> Any:
-    """An ordered push consumer with heartbeats: nats-py re-creates it after a gap or restart.
-
-    With ``start_seq`` it starts there (``BY_START_SEQUENCE``), and nats-py is told that the
-    sequence before it was seen, so that its own recovery (after two missed heartbeats)
-    resumes from there rather than replaying the stream from its first message.
-    """
-    config = api.ConsumerConfig(
-        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if start_seq else policy,
-        opt_start_seq=start_seq,
-        inactive_threshold=300.0,
-    )
-    with map_nats_errors(bucket=bucket.name, subject=subject):
-        sub = await bucket.connection.js.subscribe(
-            subject,
-            stream=bucket.stream,
-            cb=cb,
-            ordered_consumer=True,
-            idle_heartbeat=1.0,
-            config=config,
-            deliver_policy=None if start_seq else policy,
-        )
-    if start_seq:
-        internals.mark_seen(sub, start_seq - 1)
-    return sub
 
 
 class ReconnectRelay:
@@ -121,7 +88,8 @@ class FeedCloser:
 
 
 class OrderedFeed:
-    """An ordered consumer on ``subject`` that resumes promptly, exactly where it left off.
+    """An ordered consumer on ``subject`` (one subject, or several) that resumes promptly,
+    exactly where it left off.
 
     nats-py re-creates an ordered consumer only after two missed idle heartbeats (2-4 s
     after a server restart). A feed also listens for the client's reconnects and then, at
@@ -139,7 +107,7 @@ class OrderedFeed:
     def __init__(
         self,
         bucket: Bucket,
-        subject: str,
+        subject: str | Sequence[str],
         policy: api.DeliverPolicy,
         *,
         deliver: Callable[[Msg], None],
@@ -148,7 +116,10 @@ class OrderedFeed:
     ) -> None:
         self._bucket = bucket
         self._start = start_seq  # BY_START_SEQUENCE: the first revision to deliver
-        self.subject = subject
+        self.subjects: tuple[str, ...] = (subject,) if isinstance(subject, str) else tuple(subject)
+        """The subjects its consumer filters on."""
+        self.subject = wire.describe(self.subjects)
+        """:attr:`subjects` for messages and logs."""
         self._policy = policy
         self._deliver = deliver
         self._failed = failed
@@ -215,13 +186,23 @@ class OrderedFeed:
             return self._last + 1
         return self._start  # nothing delivered yet: the original start loses nothing
 
+    async def _subscribe(self, start_seq: int | None) -> Any:
+        """A new ordered consumer with heartbeats (nats-py re-creates it after a gap)."""
+        return await wire.ordered_consumer(
+            self._bucket,
+            self.subjects,
+            self._policy,
+            cb=self._on_msg,
+            start_seq=start_seq,
+            idle_heartbeat=1.0,
+            inactive_threshold=300.0,
+        )
+
     async def open(self) -> None:
         """Create the consumer and hook the feed to its client (reconnects, close)."""
         bucket = self._bucket
         client = bucket.connection
-        sub = self._sub = await ordered_subscribe(
-            bucket, self.subject, self._policy, self._on_msg, start_seq=self._start
-        )
+        sub = self._sub = await self._subscribe(self._start)
         reconnect_relay(client).add(self)
         client.on_close(self._closer)
         if self._watchdog is None:
@@ -258,9 +239,7 @@ class OrderedFeed:
             self._resume_again = False
             attempt += 1
             try:
-                new = await ordered_subscribe(
-                    bucket, self.subject, self._policy, self._on_msg, start_seq=self._resume_from()
-                )
+                new = await self._subscribe(self._resume_from())
             except JsflowError as exc:  # JetStream may still be recovering after a restart
                 _log.debug(
                     "store.feed.resume_retry",

@@ -1,27 +1,41 @@
 """Reading many entries of a bucket at once: its live keys, from a snapshot of its subjects
 (paged ``STREAM.INFO``) and a headers-only scan, the current value of every key in one
-pass, and short-lived ordered scans (history)."""
+pass, and short-lived ordered scans (history).
+
+Each function takes one key pattern or several (validated, none covering another: see
+:func:`jsflow.store.wire.filters`); several are read by one consumer all the same."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from jsflow._js import Msg, api, internals, map_nats_errors
 from jsflow.errors import ServerError
 from jsflow.store.bucket import Bucket
 from jsflow.store.values import Op
-from jsflow.store.wire import api_reply, op_of
+from jsflow.store.wire import api_reply, describe, op_of, ordered_consumer
 
 __all__ = ["keys", "latest", "scan", "subjects"]
 
 _PAGE_OVERLAP = 1000  # subjects a page of a paged subject listing re-reads of the last one
 
 
-async def keys(bucket: Bucket, filter: str) -> list[str]:
+def _patterns(patterns: str | Sequence[str]) -> tuple[str, ...]:
+    return (patterns,) if isinstance(patterns, str) else tuple(patterns)
+
+
+async def keys(bucket: Bucket, filter: str | Sequence[str]) -> list[str]:
     """The keys matching the (validated) ``filter`` whose latest entry is not a delete,
-    sorted: see :meth:`ObjectStore.keys`."""
-    subjects_now, last_seq = await subjects(bucket, bucket.subject(filter))
+    sorted: see :meth:`ObjectStore.keys`. Several patterns: the subjects of each, then one
+    scan of all."""
+    subjects_now: set[str] = set()
+    last_seq = 0
+    for pattern in _patterns(filter):
+        found, seq = await subjects(bucket, bucket.subject(pattern))
+        subjects_now |= found
+        last_seq = max(last_seq, seq)
     if not subjects_now:
         return []
     deleted: set[str] = set()
@@ -35,7 +49,7 @@ async def keys(bucket: Bucket, filter: str) -> list[str]:
     return sorted(bucket.key_of(s) for s in subjects_now if s not in deleted)
 
 
-async def latest(bucket: Bucket, filter: str) -> list[Msg]:
+async def latest(bucket: Bucket, filter: str | Sequence[str]) -> list[Msg]:
     """The last message of every key matching the (validated) ``filter`` that holds a
     value (deletes, purges and expiry markers left out), in stream order: one pass of one
     short-lived ordered consumer (``LAST_PER_SUBJECT``), however many keys there are."""
@@ -85,26 +99,21 @@ async def subjects(bucket: Bucket, subject: str) -> tuple[set[str], int]:
 
 async def scan(
     bucket: Bucket,
-    pattern: str,
+    pattern: str | Sequence[str],
     policy: api.DeliverPolicy,
     *,
     headers_only: bool = False,
     until: int | None = None,
 ) -> list[Msg]:
-    """Read what matches ``pattern`` up to now (or up to stream sequence ``until``)
-    through a short-lived ordered consumer."""
-    subject = bucket.subject(pattern)
+    """Read what matches ``pattern`` (one or several) up to now (or up to stream sequence
+    ``until``) through a short-lived ordered consumer."""
+    wanted = [bucket.subject(p) for p in _patterns(pattern)]
     client = bucket.connection
     msgs: list[Msg] = []
-    with map_nats_errors(bucket=bucket.name, subject=subject):
-        sub = await client.js.subscribe(
-            subject,
-            stream=bucket.stream,
-            ordered_consumer=True,
-            deliver_policy=policy,
-            headers_only=headers_only,
-            inactive_threshold=30.0,
-        )
+    sub = await ordered_consumer(
+        bucket, wanted, policy, headers_only=headers_only, inactive_threshold=30.0
+    )
+    with map_nats_errors(bucket=bucket.name, subject=describe(wanted)):
         try:
             info = await sub.consumer_info()
             # Nothing to read only if the server has nothing pending *and* delivered

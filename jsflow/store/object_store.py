@@ -3,24 +3,25 @@ the wire, the revision cache, the combining engine, watches and listeners."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import jsflow.store.listing as listing  # noqa: PLR0402 -- not via the package: no cycle
 import jsflow.store.wire as wire  # noqa: PLR0402
 from jsflow._js import api
-from jsflow._validate import check_name, count
+from jsflow._validate import MAX_DURATION, check_name, count, number
 from jsflow.codec import Codec, codec_for
 from jsflow.connection import check_replicas
 from jsflow.errors import ConfigError, ConflictError, JsflowError, KeyExistsError
-from jsflow.keys import validate_key, validate_pattern
+from jsflow.keys import validate_key
 from jsflow.observability import tracer
 from jsflow.store.bucket import Bucket, create_or_bind
 from jsflow.store.cache import RevisionCache
 from jsflow.store.combining import Combiner
 from jsflow.store.entries import EntryCodec
 from jsflow.store.listeners import KeyListener, Listeners
-from jsflow.store.values import BucketStatus, Change, Entry, RetryPolicy, StoreOptions
+from jsflow.store.values import BucketStatus, Change, Entry, Op, RetryPolicy, StoreOptions
 from jsflow.store.watch import Watch
 
 if TYPE_CHECKING:
@@ -125,8 +126,11 @@ class ObjectStore(Generic[T]):
                 return None
             return Entry(key, self._entries.decode(key, raw), raw.revision)
 
-    async def keys(self, filter: str = ">") -> list[str]:
+    async def keys(self, filter: str | Iterable[str] = ">") -> list[str]:
         """Keys matching ``filter`` whose latest entry is not a delete (sorted).
+
+        ``filter`` is one key pattern (``*`` one token, ``>`` the rest) or a list of them
+        (keys matching any; nats.go's ``ListKeysFiltered``): see :meth:`watch` for the rules.
 
         Every key that exists throughout the call is listed exactly once, however many
         writes other clients make meanwhile. Which keys exist comes from one server-side
@@ -134,20 +138,18 @@ class ObjectStore(Generic[T]):
         deleted keys, whose last message is a delete marker, are then found by a
         headers-only scan of each key's last message up to that snapshot.
         """
-        validate_pattern(filter)
-        return await listing.keys(self._bucket, filter)
+        return await listing.keys(self._bucket, wire.filters(filter))
 
-    async def entries(self, filter: str = ">") -> list[Entry[T]]:
-        """The current entry of every key matching ``filter`` (deleted keys left out), in
-        the order they were last written.
+    async def entries(self, filter: str | Iterable[str] = ">") -> list[Entry[T]]:
+        """The current entry of every key matching ``filter`` (one pattern or a list, as
+        for :meth:`watch`; deleted keys left out), in the order they were last written.
 
         One server-side pass: a short-lived ordered consumer delivering the last message of
         each key, not one get per key. A write made during the call may or may not be in
         it; every key that holds a value throughout is listed once. A value that does not
         decode raises :class:`CodecError` naming its key and revision.
         """
-        validate_pattern(filter)
-        msgs = await listing.latest(self._bucket, filter)
+        msgs = await listing.latest(self._bucket, wire.filters(filter))
         out: list[Entry[T]] = []
         for msg in msgs:
             change = self._entries.change(msg)
@@ -221,6 +223,37 @@ class ObjectStore(Generic[T]):
             count("revision", revision, minimum=0)
         await self._cache.write(key, None, expected=revision, headers=wire.PURGE)
 
+    async def purge_deletes(self, older_than: float = 30 * 60) -> int:
+        """Clean up delete and purge markers (nats.go's ``PurgeDeletes``); returns how many
+        keys had stored messages removed.
+
+        For every key whose latest entry is a delete or purge marker (expiry markers
+        included), a marker older than ``older_than`` seconds goes with the key's whole
+        history (the key is gone from the server); a younger one stays, alone (the
+        revisions before it go). ``older_than <= 0`` removes every marker. The markers come
+        from one headers-only pass over the bucket; each purge is bounded by the marker's
+        revision (a stream purge, nothing written), so a key written again meanwhile keeps
+        its new value. Ages are measured against this machine's clock.
+        """
+        limit = number("older_than", older_than, maximum=MAX_DURATION)
+        bucket = self._bucket
+        markers = await listing.scan(
+            bucket, ">", api.DeliverPolicy.LAST_PER_SUBJECT, headers_only=True
+        )
+        now = time.time()
+        cleaned = 0
+        for msg in markers:
+            if wire.op_of(msg.headers) is Op.PUT:
+                continue
+            key = bucket.key_of(msg.subject)
+            revision = int(msg.metadata.sequence.stream)
+            young = limit > 0 and now - msg.metadata.timestamp.timestamp() < limit
+            removed = await wire.purge_before(bucket, key, revision if young else revision + 1)
+            if not young:
+                self._cache.forget(key)  # its marker is gone: creating it expects revision 0
+            cleaned += removed > 0
+        return cleaned
+
     async def status(self) -> BucketStatus:
         """What the server holds for this bucket now: values (messages, history included),
         bytes, keys, and its configuration (history, ttl, replicas)."""
@@ -269,7 +302,7 @@ class ObjectStore(Generic[T]):
 
     def watch(
         self,
-        key_or_pattern: str = ">",
+        key_or_pattern: str | Iterable[str] = ">",
         *,
         include_history: bool = False,
         updates_only: bool = False,
@@ -277,6 +310,15 @@ class ObjectStore(Generic[T]):
         from_revision: int | None = None,
     ) -> Watch[T]:
         """Changes of keys matching ``key_or_pattern``, as an async iterator.
+
+        ``key_or_pattern`` is a key, a pattern (``*`` one token, ``>`` the rest), or a list
+        of them: changes of keys matching any, each once, in revision order, on one
+        server-side consumer (its multi-subject filter; nats.go's ``WatchFiltered``). Each
+        pattern is validated before any I/O (:class:`InvalidKeyError` naming it); an empty
+        list or more than 1,000 patterns raise :class:`ConfigError`. Duplicates and patterns
+        another covers (``a.b`` beside ``a.>``) are dropped. Patterns that overlap without
+        one covering the other (``a.*`` and ``*.a``) need a recent nats-server (the one
+        jsflow ships takes them); older ones refuse them (:class:`ServerError`, code 10138).
 
         By default it first yields the latest value of each matching key, then every change
         as it happens; ``include_history`` replays all retained revisions first, and
@@ -288,7 +330,7 @@ class ObjectStore(Generic[T]):
         Once its client closes, or its connection closes for good, iterating raises
         :class:`jsflow.ConnectionClosedError` (within about a second).
         """
-        validate_pattern(key_or_pattern)
+        patterns = wire.filters(key_or_pattern, name="key_or_pattern")
         if sum((include_history, updates_only, from_revision is not None)) > 1:
             raise ConfigError("include_history, updates_only and from_revision exclude each other")
         start = None
@@ -304,7 +346,7 @@ class ObjectStore(Generic[T]):
         return Watch(
             self._bucket,
             self._entries,
-            key_or_pattern,
+            patterns,
             policy,
             ignore_deletes=ignore_deletes,
             start_seq=start,

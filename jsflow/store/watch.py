@@ -4,6 +4,7 @@ ordered feed (so it resumes after reconnects without losing or repeating a chang
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Generic, TypeVar
 
@@ -20,7 +21,8 @@ T = TypeVar("T")
 
 
 class Watch(Generic[T]):
-    """Async iterator of :class:`Change` for a key or pattern (from :meth:`ObjectStore.watch`).
+    """Async iterator of :class:`Change` for a key, a pattern or several patterns (from
+    :meth:`ObjectStore.watch`), on one consumer.
 
     Survives reconnects and server restarts: it resumes after the last change it delivered,
     without losing or repeating one (as long as the bucket's ``history`` still holds them).
@@ -30,7 +32,7 @@ class Watch(Generic[T]):
         self,
         bucket: Bucket,
         entries: EntryCodec[T],
-        pattern: str,
+        pattern: str | Sequence[str],
         policy: api.DeliverPolicy,
         *,
         ignore_deletes: bool = False,
@@ -42,7 +44,7 @@ class Watch(Generic[T]):
         self._queue: asyncio.Queue[Change[T] | BaseException | None] = asyncio.Queue()
         self._feed = OrderedFeed(
             bucket,
-            bucket.subject(pattern),
+            [bucket.subject(p) for p in ((pattern,) if isinstance(pattern, str) else pattern)],
             policy,
             deliver=self._on_msg,
             failed=self._queue.put_nowait,
