@@ -21,6 +21,10 @@ async def test_object_store_sample(jsflow_client: jsflow.Client, jsflow_bucket: 
     async with stock.watch("sku.*") as changes:
         change = await anext(changes)
     assert (change.key, change.op, change.value) == ("sku.42", jsflow.Op.PUT, Stock(5))
+    await stock.put("promo.spring", Stock(1))
+    await stock.delete("promo.spring")
+    assert await stock.keys(["sku.*", "promo.>"]) == ["sku.42"]
+    assert await stock.purge_deletes(older_than=0) == 1  # (the README's: an hour)
 
 
 async def test_keys_sample() -> None:
@@ -34,12 +38,18 @@ async def test_coordination_sample(jsflow_client: jsflow.Client, jsflow_bucket: 
         fences.append(lock.fencing_token)
     async with jsflow_client.lock(f"invoice-{jsflow_bucket}", ttl=10) as lock:
         fences.append(lock.fencing_token)
+        await lock.extend(30)
+        assert lock.fencing_token == fences[-1]
     assert fences[1] > fences[0]
 
     limiter = jsflow_client.rate_limiter(f"api-{jsflow_bucket}", rate=100, per=1.0, burst=20)
     decision = await limiter.try_acquire("tenant-7")
     assert decision.allowed and decision.remaining == 19
     await limiter.acquire("tenant-7", timeout=2.0)
+    per_minute = jsflow_client.rate_limiter(
+        f"exports-{jsflow_bucket}", "100/minute", algorithm="fixed_window"
+    )
+    assert (await per_minute.try_acquire("tenant-7")).allowed
 
     hits = await jsflow_client.counter(f"hits-{jsflow_bucket}").add("page-1")
     assert hits == 1
