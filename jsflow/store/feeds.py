@@ -136,6 +136,16 @@ class OrderedFeed:
         """How many times it re-created its consumer after a reconnect."""
 
     @property
+    def bucket(self) -> Bucket:
+        """The bucket fed from."""
+        return self._bucket
+
+    @property
+    def subscription(self) -> Any:
+        """The current subscription (``None`` before :meth:`open` and after :meth:`close`)."""
+        return self._sub
+
+    @property
     def running(self) -> bool:
         """Whether it has a consumer (opened and neither closed nor ended)."""
         return self._sub is not None

@@ -324,7 +324,9 @@ class ObjectStore(Generic[T]):
         as it happens; ``include_history`` replays all retained revisions first, and
         ``updates_only`` skips the initial values; ``from_revision`` starts at that
         revision of the bucket (every change since, e.g. to resume a watch kept elsewhere),
-        and ``ignore_deletes`` leaves deletes and purges out. It survives reconnects and
+        and ``ignore_deletes`` leaves deletes and purges out. ``watch.caught_up`` turns true
+        once every change that was there when it started has been yielded (the "initial
+        values done" marker). It survives reconnects and
         server restarts
         without losing or repeating a change. Use ``async with`` (or ``aclose()``) to stop.
         Once its client closes, or its connection closes for good, iterating raises
