@@ -42,27 +42,28 @@ def ensure_env(extras: str) -> None:
     stamp.write_text(digest)
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-
-def ensure_browser() -> None:
-    """Debian's chromium for the monitor's browser test (tests/system/
-    test_monitor_browser.py, driven by playwright from the dev extra): installed with
-    apt-get when this runs as root and it is missing. Never fails the run: without it that
-    one test skips and says why."""
-    if os.name != "posix" or CHROMIUM.exists():
+def ensure_debian(binary: str, package: str, why: str) -> None:
+    """Debian's ``package`` for ``binary``, installed with apt-get when this runs as root
+    and it is missing. Never fails the run: without it, ``why`` says what is left out."""
+    if os.name != "posix" or shutil.which(binary) or Path("/usr/bin", binary).exists():
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        print(f"note: {CHROMIUM} is missing (apt-get install chromium): the browser test skips")
+        print(f"note: {binary} is missing (apt-get install {package}): {why}")
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", package]):
         print("+", " ".join(cmd), flush=True)
         try:
             subprocess.run(cmd, check=True, env=env, timeout=1200, stdout=subprocess.DEVNULL)
         except (OSError, subprocess.SubprocessError) as exc:
-            print(f"note: {' '.join(cmd)} failed ({exc}): the browser test skips", flush=True)
+            print(f"note: {' '.join(cmd)} failed ({exc}): {why}", flush=True)
             return
+
+
+def ensure_browser() -> None:
+    """Debian's chromium for the monitor's browser test (tests/system/
+    test_monitor_browser.py, driven by playwright from the dev extra)."""
+    ensure_debian("chromium", "chromium", "the browser test skips")
 
 
 def main(argv: list[str]) -> int:
@@ -81,6 +82,7 @@ def main(argv: list[str]) -> int:
             run(PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", *rest)
         elif what == "bench":
             ensure_env("dev")
+            ensure_debian("redis-server", "redis-server", "the Redis comparisons are skipped")
             for script in sorted((ROOT / "benchmarks").glob("*.py")):
                 if not script.name.startswith("_"):
                     run(PY, script, *rest)
