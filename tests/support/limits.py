@@ -7,6 +7,19 @@ from collections.abc import Sequence
 TOLERANCE = 1e-6
 
 
+class FakeClock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def assert_never_over_admits(
     admissions: Sequence[tuple[float, int]], rate: float, per: float, burst: int, slack: float = 0
 ) -> None:

@@ -11,23 +11,10 @@ import pytest
 import jsflow
 from jsflow._proto.rate_limiter_pb2 import RateLimitState
 from jsflow.coordination.rate_limiter import Decision, RateLimiter
-from tests.support.limits import assert_never_over_admits
+from tests.support.limits import FakeClock, assert_never_over_admits
 from tests.support.names import uniq
 
 ALGORITHMS = ["gcra", "sliding_window"]
-
-
-class FakeClock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

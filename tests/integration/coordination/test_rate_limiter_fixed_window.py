@@ -16,22 +16,10 @@ import jsflow
 from jsflow._proto.rate_limiter_pb2 import RateLimitState
 from jsflow.client import Client
 from jsflow.coordination.rate_limiter import Decision, RateLimiter, _fixed_window_step
+from tests.support.limits import FakeClock
 from tests.support.names import second_client, uniq
 
 BUCKET = "jsflow_rate_limits"
-
-
-class FakeClock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def fixed(client: Client, name: str, clock: FakeClock) -> RateLimiter:
