@@ -67,6 +67,8 @@ def _join(path: str, name: str | int) -> str:
 
 def _scalar(kind: type, expected: str) -> Converter:
     def check(value: Any, path: str) -> Any:
+        if type(value) is kind:  # the common case, one test (what json.loads returns)
+            return value
         # bool is an int subclass: never accept one for the other
         if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
             return value
@@ -266,11 +268,13 @@ def _dataclass(tp: type) -> Converter:
     fields = [f for f in dataclasses.fields(tp)]
     hints = _hints(tp)
     convs = {f.name: converter(hints.get(f.name, Any)) for f in fields}
-    required = {
+    required = frozenset(
         f.name
         for f in fields
         if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    }
+    )
+    # Per init field: its name and decoder, resolved once (decoding runs per message).
+    loaders = [(f.name, convs[f.name][1]) for f in fields if f.init]
 
     def to_json(value: Any, path: str) -> Any:
         if not isinstance(value, tp):
@@ -282,14 +286,13 @@ def _dataclass(tp: type) -> Converter:
     def from_json(value: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise _bad(path, f"an object for {tp.__name__}", value)
-        missing = sorted(required - set(value))
-        if missing:
+        if not required.issubset(value):
+            missing = sorted(required - set(value))
             raise CodecError(f"{_where(path)}{tp.__name__} lacks field(s) {missing}")
-        kwargs = {
-            f.name: convs[f.name][1](value[f.name], _join(path, f.name))
-            for f in fields
-            if f.init and f.name in value
-        }
+        kwargs = {}
+        for name, load in loaders:
+            if name in value:
+                kwargs[name] = load(value[name], f"{path}.{name}" if path else name)
         try:
             return tp(**kwargs)
         except Exception as exc:  # a __post_init__ that validates

@@ -47,7 +47,9 @@ __all__ = [
     "meter",
     "prometheus_text",
     "reset_logging",
+    "carries_trace",
     "tracer",
+    "tracing_enabled",
 ]
 
 _INSTRUMENTATION = "jsflow"
@@ -161,6 +163,31 @@ def tracer() -> trace.Tracer:
 def meter() -> metrics.Meter:
     """The jsflow meter (a proxy that follows the meter provider the application sets)."""
     return metrics.get_meter(_INSTRUMENTATION)
+
+
+# What the API returns while the application has installed no tracer provider: spans are
+# then no-ops, and a hot path may skip making them (see :func:`tracing_enabled`).
+_NO_TRACING = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+
+
+def tracing_enabled() -> bool:
+    """Whether the application installed a tracer provider (an SDK): until it does, spans
+    record nothing and per-message paths skip creating them. Cheap: read per call, so a
+    provider installed later takes effect at once."""
+    return not isinstance(trace.get_tracer_provider(), _NO_TRACING)
+
+
+@functools.lru_cache(maxsize=8)
+def _fields(textmap: Any) -> frozenset[str]:
+    return frozenset(textmap.fields)
+
+
+def carries_trace(headers: Mapping[str, str] | None) -> bool:
+    """Whether ``headers`` hold a field of the global propagator (``traceparent``, ...):
+    a no-op span still carries such a context on to what is published inside it."""
+    if not headers:
+        return False
+    return any(name in headers for name in _fields(propagate.get_global_textmap()))
 
 
 def inject_context(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:

@@ -263,7 +263,16 @@ class Attempt:
             # never will be: the task is dead, not retried.
             await self._finish(TaskStatus.DEAD, attempt, type(exc).__name__, error_message=str(exc))
             return
-        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat())
+        # The heartbeat does nothing before its first beat (or listen): a timer starts it
+        # then, so an attempt shorter than that (most) costs no task of its own.
+        heartbeat: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
+        began = time.monotonic()
+
+        def start_heartbeat() -> None:
+            nonlocal heartbeat
+            heartbeat = loop.create_task(self._heartbeat(began))
+
         ctx = TaskContext(
             backend.client,
             state.id,
@@ -273,6 +282,7 @@ class Attempt:
             depends_on=tuple(state.depends_on),
             load_result=self._dependency_result,
         )
+        timer = loop.call_later(min(self.ack_wait / 3, _LISTEN_AFTER), start_heartbeat)
         try:
             if self.limiter is not None:
                 await self.limiter.acquire("starts")
@@ -293,9 +303,11 @@ class Attempt:
             await self._failed(state, exc)
             return
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            timer.cancel()
+            if heartbeat is not None:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
         self._record_run()
         try:
             payload = fn.codec.encode_result(result)
@@ -329,14 +341,15 @@ class Attempt:
                 ) from exc
             raise
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, began: float) -> None:
         """Tell the server the attempt is alive every ``ack_wait / 3`` seconds; once it has
         run ``_LISTEN_AFTER`` seconds, also cancel it when its state's ``cancel_requested``
-        flag shows up on the store's shared watch (a lost core cancel signal)."""
+        flag shows up on the store's shared watch (a lost core cancel signal). ``began``:
+        when the attempt started (monotonic), which the schedule counts from."""
         interval = self.ack_wait / 3
         this = asyncio.current_task()
-        due = time.monotonic() + interval
-        listen_at = time.monotonic() + min(_LISTEN_AFTER, interval)
+        due = began + interval
+        listen_at = began + min(_LISTEN_AFTER, interval)
         listener = None
         while True:
             now = time.monotonic()

@@ -72,7 +72,10 @@ class Requests:
         copy of a request for a task already started without running it. A task that waits
         for dependencies, runs or has finished is never requested again by a resubmit.
         """
-        revisions = await asyncio.gather(*(self.store.create(s) for s in states))
+        if len(states) == 1:  # a single submit: no task for gather() to wrap it in
+            revisions = [await self.store.create(states[0])]
+        else:
+            revisions = list(await asyncio.gather(*(self.store.create(s) for s in states)))
         existing = [s.id for s, r in zip(states, revisions, strict=True) if not r]
         stored: dict[str, task_pb2.TaskState | None] = {}
         if existing:  # a resubmit: read what is there (the first submit pays nothing)
