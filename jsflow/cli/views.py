@@ -19,12 +19,19 @@ from typing import Any
 from jsflow._js import js_errors, map_nats_errors
 from jsflow._validate import check_id, check_name, duration
 from jsflow.client import Client
-from jsflow.errors import BucketError, ConfigError, JsflowError, TaskNotFoundError
+from jsflow.errors import (
+    BucketError,
+    ConfigError,
+    ConnectionClosedError,
+    JsflowError,
+    TaskNotFoundError,
+)
 from jsflow.flow.monitor import DeadLetterMessage, FlowMonitor
 from jsflow.keys import validate_pattern
 from jsflow.store.values import Change
 from jsflow.tasks.backend import TaskBackend
-from jsflow.tasks.events import TaskEvent, TaskEvents, live_events
+from jsflow.tasks.events import TaskEvent, TaskEvents
+from jsflow.tasks.firehose import Firehose
 from jsflow.tasks.state import TaskInfo
 from jsflow.tasks.stats import TaskStats, task_stats
 from jsflow.tasks.status import TaskStatus
@@ -218,9 +225,7 @@ async def run(args: argparse.Namespace, client: Client) -> int | None:
         await _flow_dead_letters(args, client)
         return 0
     if args.command == "tasks" and args.action == "watch":
-        async for event in live_events(client, app=app_scope(args.app), name=args.name):
-            _print_event(event, args.json, with_task=True)
-        return 0
+        return await _watch_tasks(args, client)
     if args.command == "tasks" and args.action == "show":
         backend = await _backend(client, args.app)
         state = None if backend is None else await backend.store.get(args.task_id)
@@ -268,6 +273,24 @@ def _print_event(event: TaskEvent, as_json: bool, *, with_task: bool) -> None:
     extra += f" {event.error_type}: {event.error_message}" if event.error_type else ""
     task = f"{event.name[:24]:<24} {event.task_id}  " if with_task else ""
     out(f"{_local(event.time)}  {event.kind:<10} {task}attempt={event.attempt}{extra}")
+
+
+async def _watch_tasks(args: argparse.Namespace, client: Client) -> int:
+    """``jsflow tasks watch``: every task event of the app as it happens (the firehose the
+    gateway serves, on one core subscription), until Ctrl-C or the connection closes."""
+    hub = Firehose(client)
+    names = frozenset({args.name}) if args.name else frozenset()
+    follower = await hub.join(apps=frozenset({app_scope(args.app)}), names=names)
+    try:
+        while not client.nc.is_closed:
+            items, dropped = await follower.next(timeout=1.0)
+            if dropped:
+                sys.stderr.write(f"jsflow: {dropped} events dropped (the output fell behind)\n")
+            for item in items:
+                _print_event(item.event, args.json, with_task=True)
+        raise ConnectionClosedError("the connection is closed")
+    finally:
+        await hub.aclose()
 
 
 # Dead letters read per stream by ``dlq list`` at most (the newest ``--limit`` are shown).

@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import time
 import weakref
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -47,7 +46,6 @@ __all__ = [
     "TaskEvents",
     "event_from_msg",
     "event_stored",
-    "live_events",
     "publish_async",
     "publish_event",
     "start_event",
@@ -256,62 +254,6 @@ _RECHECKS = (0.002, 0.01, 0.05, 0.2, 1.0)
 _POLL = 15.0
 # Every event, request and one-shot schedule of every task (an id may hold dots).
 _LIVE_SUBJECT = "task.*.*.>"
-
-
-# Live events a slow reader of :func:`live_events` may fall behind by before the oldest go.
-_LIVE_BACKLOG = 10_000
-
-
-async def live_events(
-    client: Client, *, app: str = DEFAULT_APP, name: str | None = None
-) -> AsyncIterator[TaskEvent]:
-    """Every task event of ``app`` (only task ``name``'s when given) as it happens, from
-    now on: one core subscription, no server-side consumer (``jsflow tasks watch``).
-
-    Live only: events published while the reader is not connected are not replayed (read
-    one task's whole history with :class:`TaskEvents`). A reader that falls more than
-    10,000 events behind loses the oldest (logged), never the connection.
-    """
-    queue: asyncio.Queue[TaskEvent] = asyncio.Queue()
-    dropped = 0
-
-    async def on_msg(msg: Msg) -> None:
-        nonlocal dropped
-        parts = msg.subject.split(".", 3)
-        if len(parts) != 4:
-            return
-        owner, task = split_token(parts[2])
-        if owner != app or (name is not None and task != name):
-            return
-        try:
-            event = event_from_msg(msg)
-        except CodecError:
-            return  # not an event of ours: never the reader's failure
-        if event is None:
-            return
-        if queue.qsize() >= _LIVE_BACKLOG:
-            queue.get_nowait()
-            dropped += 1
-            if dropped == 1 or dropped % 1000 == 0:
-                _log.warning("tasks.live_events_dropped", app=app, dropped=dropped)
-        queue.put_nowait(event)
-
-    sub = await subscriptions.subscribe_confirmed(
-        client.nc, _LIVE_SUBJECT, on_msg, timeout=client.timeout
-    )
-    try:
-        while True:
-            if client.nc.is_closed:
-                raise ConnectionClosedError("the connection is closed")
-            try:
-                async with asyncio.timeout(1.0):  # wake to notice a closed connection
-                    event = await queue.get()
-            except TimeoutError:
-                continue
-            yield event
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
 
 
 class _EventHub:

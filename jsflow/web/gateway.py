@@ -28,6 +28,7 @@ from jsflow.errors import (
 from jsflow.flow.monitor import FlowMonitor
 from jsflow.tasks.app import App, TaskFunction
 from jsflow.tasks.events import TERMINAL_EVENTS, TaskEvent
+from jsflow.tasks.firehose import Firehose
 from jsflow.tasks.state import TaskInfo
 from jsflow.tasks.status import TaskStatus
 from jsflow.tasks.streams import TASK_STREAM, event_subject, split_token, task_token
@@ -41,7 +42,6 @@ from jsflow.web.errors import (
     UnknownAppError,
     UnknownTaskError,
 )
-from jsflow.web.firehose import Firehose
 
 __all__ = ["DEAD_LETTER_STATUSES", "Found", "Gateway", "Page", "SubmitRequest"]
 

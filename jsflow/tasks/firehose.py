@@ -1,9 +1,11 @@
-"""The live firehose of task events: one core NATS subscription per gateway, fanned out.
+"""The live firehose of task events: one core NATS subscription per hub, fanned out.
 
-Every SSE client of ``GET /events`` is a :class:`FirehoseSubscriber`: a bounded in-process
-queue that the one subscription's callback fills, so any number of clients cost the server
-one subscription and no consumer. A client too slow to keep up loses the oldest events and
-is told how many (``lagged``), never blocking the others.
+Every follower (an SSE client of the gateway's ``GET /events``, ``jsflow tasks watch``) is a
+:class:`FirehoseSubscriber`: a bounded in-process queue that the one subscription's callback
+fills, so any number of followers cost the server one subscription and no consumer. A
+follower too slow to keep up loses the oldest events and is told how many, never blocking
+the others. Live only: what happened before a follower joined is read per task with
+:class:`jsflow.tasks.events.TaskEvents`.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ class FirehoseSubscriber:
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
         if self.closed and not self._queue:
-            raise ConnectionClosedError("the gateway's firehose is closed")
+            raise ConnectionClosedError("the firehose is closed")
         items = list(self._queue)
         self._queue.clear()
         dropped, self.dropped = self.dropped, 0
@@ -102,7 +104,7 @@ class FirehoseSubscriber:
 
 
 class Firehose:
-    """The gateway's one subscription to :data:`LIVE_SUBJECT`, shared by every subscriber.
+    """One subscription to :data:`LIVE_SUBJECT`, shared by every subscriber.
 
     Subscribed while it has subscribers; :meth:`aclose` ends them all.
     """
@@ -135,7 +137,7 @@ class Firehose:
     ) -> FirehoseSubscriber:
         """A new subscriber; returns once the subscription is in place on the server."""
         if self._closed:
-            raise ConnectionClosedError("the gateway's firehose is closed")
+            raise ConnectionClosedError("the firehose is closed")
         subscriber = FirehoseSubscriber(self, apps=apps, names=names, buffer=buffer)
         self._subscribers.add(subscriber)
         try:
