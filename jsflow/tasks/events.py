@@ -273,9 +273,10 @@ class _EventHub:
         # callbacks refer to the client) alive. Followers hold the client while they run.
         self._client = weakref.ref(client)
         self._followers: dict[str, weakref.WeakSet[TaskEvents]] = {}
-        self._sub: Any = None
-        self._lock = asyncio.Lock()
-        self._stopping: asyncio.Task[None] | None = None
+        self._sub = subscriptions.SharedSubscription(
+            _LIVE_SUBJECT, self._on_msg, lambda: not self._followers and not self._closed
+        )
+        self._probing = asyncio.Lock()
         self._closed = False
         self.direct = False  # whether the stream serves direct gets (set on first join)
         self._probed = False
@@ -299,26 +300,21 @@ class _EventHub:
             raise ConnectionClosedError("the client is closed")
         self._followers.setdefault(follower.task_id, weakref.WeakSet()).add(follower)
         try:
-            if self._sub is None or not self._probed:
-                await self._start()
+            client = self._live_client()
+            if not self._probed:
+                async with self._probing:
+                    if not self._probed:
+                        with map_nats_errors(subject=TASK_STREAM):
+                            info = await client.js.stream_info(TASK_STREAM)
+                        self.direct = bool(info.config.allow_direct)
+                        self._probed = True
+            if not self._sub.active and not self.closed:
+                # The server has the interest before the first read: nothing stored after
+                # that read can go unnoticed.
+                await self._sub.ensure(client.nc, timeout=client.timeout)
         except BaseException:
             self.leave(follower)
             raise
-
-    async def _start(self) -> None:
-        async with self._lock:
-            client = self._live_client()
-            if not self._probed:
-                with map_nats_errors(subject=TASK_STREAM):
-                    info = await client.js.stream_info(TASK_STREAM)
-                self.direct = bool(info.config.allow_direct)
-                self._probed = True
-            if self._sub is None and not self.closed:
-                # The server has the interest before the first read: nothing stored after
-                # that read can go unnoticed.
-                self._sub = await subscriptions.subscribe_confirmed(
-                    client.nc, _LIVE_SUBJECT, self._on_msg, timeout=client.timeout
-                )
 
     def leave(self, follower: TaskEvents) -> None:
         """Forget ``follower`` at once; the subscription goes when no follower is left."""
@@ -327,26 +323,7 @@ class _EventHub:
             group.discard(follower)
             if not group:
                 del self._followers[follower.task_id]
-        self._stop_when_idle()
-
-    def _stop_when_idle(self) -> None:
-        if self._followers or self._sub is None or self._stopping is not None or self._closed:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._stopping = loop.create_task(self._stop_if_idle())
-
-    async def _stop_if_idle(self) -> None:
-        try:
-            async with self._lock:
-                if not self._followers and self._sub is not None:
-                    sub, self._sub = self._sub, None
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
-        finally:
-            self._stopping = None
+        self._sub.release_when_idle()
 
     async def _on_msg(self, msg: Msg) -> None:
         parts = msg.subject.split(".", 3)
@@ -357,7 +334,7 @@ class _EventHub:
             return
         if not group:  # its followers were dropped without aclose()
             del self._followers[parts[3]]
-            self._stop_when_idle()
+            self._sub.release_when_idle()
             return
         for follower in group:
             follower._poke()
@@ -377,10 +354,7 @@ class _EventHub:
         self._followers.clear()
         for follower in followers:
             follower._poke()
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        await self._sub.close()
 
 
 def _hub_for(client: Client) -> _EventHub:

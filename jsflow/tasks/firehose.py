@@ -15,7 +15,7 @@ import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from jsflow._js import Msg, subscriptions
 from jsflow.errors import CodecError, ConnectionClosedError
@@ -112,9 +112,9 @@ class Firehose:
     def __init__(self, client: Client) -> None:
         self._client = client
         self._subscribers: set[FirehoseSubscriber] = set()
-        self._sub: Any = None
-        self._lock = asyncio.Lock()
-        self._stopping: asyncio.Task[None] | None = None
+        self._sub = subscriptions.SharedSubscription(
+            LIVE_SUBJECT, self._on_msg, lambda: not self._subscribers
+        )
         self._closed = False
         self.received = 0  # messages the subscription delivered (diagnostics)
 
@@ -126,7 +126,7 @@ class Firehose:
     @property
     def subscribed(self) -> bool:
         """Whether the core subscription is in place."""
-        return self._sub is not None
+        return self._sub.active
 
     async def join(
         self,
@@ -141,12 +141,7 @@ class Firehose:
         subscriber = FirehoseSubscriber(self, apps=apps, names=names, buffer=buffer)
         self._subscribers.add(subscriber)
         try:
-            async with self._lock:
-                if self._sub is None:
-                    client = self._client
-                    self._sub = await subscriptions.subscribe_confirmed(
-                        client.nc, LIVE_SUBJECT, self._on_msg, timeout=client.timeout
-                    )
+            await self._sub.ensure(self._client.nc, timeout=self._client.timeout)
         except BaseException:
             subscriber.close()
             raise
@@ -155,20 +150,7 @@ class Firehose:
     def leave(self, subscriber: FirehoseSubscriber) -> None:
         """Forget ``subscriber``; the subscription goes once none is left."""
         self._subscribers.discard(subscriber)
-        if self._subscribers or self._sub is None or self._stopping is not None:
-            return
-        with contextlib.suppress(RuntimeError):  # no running loop: aclose() unsubscribes
-            self._stopping = asyncio.get_running_loop().create_task(self._stop_if_idle())
-
-    async def _stop_if_idle(self) -> None:
-        try:
-            async with self._lock:
-                if not self._subscribers and self._sub is not None:
-                    sub, self._sub = self._sub, None
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
-        finally:
-            self._stopping = None
+        self._sub.release_when_idle()
 
     async def _on_msg(self, msg: Msg) -> None:
         self.received += 1
@@ -198,11 +180,4 @@ class Firehose:
         for subscriber in list(self._subscribers):
             subscriber.end()
         self._subscribers.clear()
-        stopping = self._stopping
-        if stopping is not None:
-            with contextlib.suppress(Exception):
-                await stopping
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        await self._sub.close()
