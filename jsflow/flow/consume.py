@@ -325,38 +325,45 @@ class SettlePolicy:
         kind: the caller settles it as the message's failure. ``stop`` defaults to the
         policy's.
         """
+        try:  # the common case: one write, nothing else paid for
+            return await write()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            error = exc
         stop = stop if stop is not None else self.stop
-        deadline = asyncio.get_running_loop().time() + self.outage_window
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.outage_window
         attempt = 0
         while True:
-            try:
-                return await write()
-            except Exception as exc:
-                attempt += 1
-                delay = OUTAGE_BACKOFF.delay(attempt)
-                now = asyncio.get_running_loop().time()
-                if (
-                    not is_unavailable(exc)
-                    or now + delay > deadline
-                    or (stop is not None and stop.is_set())
-                ):
-                    raise
-                self._log(
-                    _log.warning if attempt == 1 else _log.debug,
-                    "outage_retry",
-                    msg,
-                    exc,
-                    ident,
-                    what=what,
-                    attempt=attempt,
-                    retry_in=round(delay, 3),
-                )
+            attempt += 1
+            delay = OUTAGE_BACKOFF.delay(attempt)
+            if (
+                not is_unavailable(error)
+                or loop.time() + delay > deadline
+                or (stop is not None and stop.is_set())
+            ):
+                raise error
+            self._log(
+                _log.warning if attempt == 1 else _log.debug,
+                "outage_retry",
+                msg,
+                error,
+                ident,
+                what=what,
+                attempt=attempt,
+                retry_in=round(delay, 3),
+            )
             with contextlib.suppress(Exception):
                 await msg.in_progress()
             if stop is None:
                 await asyncio.sleep(delay)
             else:
                 await _sleep_unless(stop, delay)
+            try:
+                return await write()
+            except Exception as exc:
+                error = exc
 
     async def fail(
         self,
