@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nats.aio.client import Client as _NatsClient
-
+from jsflow._js.fastpath import FastPathClient
 from jsflow.errors import ControlLineTooLongError, PayloadTooLargeError
 
 __all__ = ["DEFAULT_MAX_CONTROL_LINE", "GuardedClient", "headers_size"]
@@ -41,7 +40,7 @@ def _where(subject: str) -> str:
     return subject if len(subject) <= 60 else f"{subject[:57]}... ({len(subject)} chars)"
 
 
-class GuardedClient(_NatsClient):
+class GuardedClient(FastPathClient):
     """A nats-py client whose PUB/HPUB and SUB lines never exceed the server's limits."""
 
     def __init__(self) -> None:
