@@ -46,7 +46,7 @@ from jsflow.connection import check_replicas
 from jsflow.coordination.rates import parse_rate
 from jsflow.errors import ConfigError, ConflictError, RateLimitExceeded
 from jsflow.keys import validate_key
-from jsflow.observability import get_logger, instruments, tracer
+from jsflow.observability import get_logger, instruments, tracer, tracing_enabled
 from jsflow.store import StoreOptions, open_store
 
 if TYPE_CHECKING:
@@ -311,6 +311,7 @@ class RateLimiter:
         # Last state this limiter wrote or read per key, with its revision (bounded LRU).
         self._known: OrderedDict[str, tuple[int, Any]] = OrderedDict()
         self._busy: dict[str, int] = {}
+        self._valid: dict[str, None] = {}  # full keys already validated (bounded, oldest out)
         self._prefix = f"{_token(name)}."
         # try_acquire's TTL never changes (no horizon): compute it once.
         self._instant_ttl = self._ttl(0.0)
@@ -330,12 +331,16 @@ class RateLimiter:
                 )
         if type(key) is str:
             full = self._prefix + key
-            if full in self._known:  # validated when it was first seen
+            if full in self._valid:  # validated when it was first seen
                 return full
         if not isinstance(key, str):
             validate_key(key)  # InvalidKeyError naming the type
         # The stored key is "<name>.<key>": that whole key must be legal (and bounded).
-        return validate_key(self._prefix + key)
+        full = validate_key(self._prefix + key)
+        self._valid[full] = None
+        while len(self._valid) > _KNOWN_KEYS:
+            del self._valid[next(iter(self._valid))]
+        return full
 
     async def _get_store(self) -> ObjectStore[Any]:
         if self._store is None:
@@ -365,7 +370,7 @@ class RateLimiter:
         )
 
     async def _decide(
-        self, key: str, cost: int, horizon: Callable[[], float], span: trace.Span
+        self, key: str, cost: int, horizon: Callable[[], float], span: trace.Span | None
     ) -> _Plan:
         """Decide for ``key``: alone, by one compare-and-set; else combined with the others.
 
@@ -385,6 +390,8 @@ class RateLimiter:
                 plan = await self._decide_alone(store, key, cost, horizon, ttl)
                 if plan is not None:
                     return plan
+            if span is None:
+                return await self._decide_combined(store, key, cost, horizon, ttl)
             with trace.use_span(span, end_on_exit=False):  # store spans nest under ours
                 return await self._decide_combined(store, key, cost, horizon, ttl)
         finally:
@@ -490,20 +497,23 @@ class RateLimiter:
         contention.
         """
         full_key = self._key(key, cost)
-        # A plain span, made current only around the combined path's store update: starting
-        # a current span costs more than the rest of this method's Python work.
-        span = tracer().start_span(
-            "jsflow.rate_limiter.try_acquire",
-            attributes={"jsflow.rate_limiter": self.name, "jsflow.key": key},
-        )
-        try:
-            plan = await self._decide(full_key, cost, _no_horizon, span)
-            span.set_attribute("jsflow.allowed", plan.committed)
-        except BaseException as exc:
-            span.record_exception(exc)
-            raise
-        finally:
-            span.end()
+        if not tracing_enabled():  # nothing would record it: no span on the hot path
+            plan = await self._decide(full_key, cost, _no_horizon, None)
+        else:
+            # A plain span, made current only around the combined path's store update:
+            # starting a current span costs more than the rest of this method's Python work.
+            span = tracer().start_span(
+                "jsflow.rate_limiter.try_acquire",
+                attributes={"jsflow.rate_limiter": self.name, "jsflow.key": key},
+            )
+            try:
+                plan = await self._decide(full_key, cost, _no_horizon, span)
+                span.set_attribute("jsflow.allowed", plan.committed)
+            except BaseException as exc:
+                span.record_exception(exc)
+                raise
+            finally:
+                span.end()
         self._count(plan.committed)
         if plan.committed:
             return Decision(True, plan.remaining, 0.0)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from google.protobuf.message import Message as ProtobufMessage
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -32,6 +33,17 @@ from jsflow.store.entries import EntryCodec
 from jsflow.store.values import Entry, Raw, RetryPolicy
 
 __all__ = ["Combiner"]
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of ``value`` for one fn of a batch (protobuf: ``CopyFrom``, without the
+    copy module's generic walk, which costs more than the fn itself)."""
+    if isinstance(value, ProtobufMessage):
+        clone = type(value)()
+        clone.CopyFrom(value)
+        return clone
+    return copy.deepcopy(value)
+
 
 T = TypeVar("T")
 _log = get_logger(__name__)
@@ -181,7 +193,7 @@ class Combiner(Generic[T]):
             if op.future.done():  # its caller was cancelled meanwhile: do not apply its fn
                 outcomes.append(asyncio.CancelledError())
                 continue
-            candidate = state if single else copy.deepcopy(state)
+            candidate = state if single else _copy(state)
             try:
                 result = op.fn(candidate)
                 if inspect.isawaitable(result):
