@@ -9,8 +9,13 @@
    pull requests (``no_wait`` + ``expires``) and collects deliveries in a subscription
    callback, without nats-py ``fetch``'s two tasks and a timer per message (see
    ``jsflow._js.pull.Puller``).
+   The raw loop runs on its own plain ``nats.connect(url)`` connection, not on jsflow's
+   (whose client has a faster write and reply path): it measures what plain nats-py gets.
 2. Latency: end-to-end p50/p99 (publish -> three stages -> sink -> received) at a fixed
    publish rate.
+
+Results go to ``benchmarks/results/flow.json`` (``--json PATH`` to write elsewhere,
+``--no-json`` to skip).
 """
 
 from __future__ import annotations
@@ -21,8 +26,12 @@ import dataclasses
 import json
 import statistics
 import time
+from pathlib import Path
+from typing import Any
 
 import nats.errors
+import nats.js
+from _common import RESULTS_DIR, environment, write_results
 
 import jsflow
 from jsflow.flow.pipeline import FlowHandler
@@ -40,6 +49,7 @@ class Event:
 
 
 PAYLOAD = json.dumps(dataclasses.asdict(Event(1, "click", 2.5))).encode()
+DEFAULTS_TARGET = 1.2
 
 
 async def _fill(client: jsflow.Client, stream: str, subject: str, n: int) -> None:
@@ -51,9 +61,13 @@ async def _fill(client: jsflow.Client, stream: str, subject: str, n: int) -> Non
         )
 
 
-async def raw_loop(client: jsflow.Client, n: int, run: int = 0) -> float:
+async def raw_loop(
+    client: jsflow.Client, raw: nats.js.JetStreamContext, n: int, run: int = 0
+) -> float:
+    """``fetch(100)`` + ack over ``n`` messages on ``raw``, a plain nats-py connection's
+    JetStream context (the stream is filled through ``client``)."""
     await _fill(client, f"RAW{run}", f"raw{run}.in", n)
-    sub = await client.js.pull_subscribe(f"raw{run}.in", "raw", stream=f"RAW{run}")
+    sub = await raw.pull_subscribe(f"raw{run}.in", "raw", stream=f"RAW{run}")
     done = 0
     started = time.perf_counter()
     while done < n:
@@ -64,7 +78,9 @@ async def raw_loop(client: jsflow.Client, n: int, run: int = 0) -> float:
         for msg in msgs:
             await msg.ack()
         done += len(msgs)
-    return n / (time.perf_counter() - started)
+    rate = n / (time.perf_counter() - started)
+    await sub.unsubscribe()
+    return rate
 
 
 async def flow_loop(client: jsflow.Client, n: int, *, tuned: bool, run: int = 0) -> float:
@@ -145,21 +161,60 @@ async def latency(client: jsflow.Client, rate: int, seconds: float) -> tuple[flo
     return p50, p99, len(samples)
 
 
-async def main(n: int, rate: int, seconds: float, rounds: int) -> None:
+async def _round(
+    client: jsflow.Client, raw_js: nats.js.JetStreamContext, n: int, run: int
+) -> dict[str, Any]:
+    """One throughput round (raw, defaults, tuned), printed; its figures for the JSON."""
+    raw = await raw_loop(client, raw_js, n, run)
+    print(f"raw nats-py fetch(100)+ack: {raw:,.0f} msgs/s over {n} messages")
+    fl = await flow_loop(client, n, tuned=False, run=run)
+    print(f"one-stage no-op FlowHandler, dataclass, defaults: {fl:,.0f} msgs/s")
+    tuned = await flow_loop(client, n, tuned=True, run=run)
+    print(f"one-stage no-op FlowHandler, bytes, concurrency=200: {tuned:,.0f} msgs/s")
+    print(
+        f"ratio flow/raw: defaults {fl / raw:.2f}x (target >= {DEFAULTS_TARGET:g}x), "
+        f"tuned {tuned / raw:.2f}x"
+    )
+    return {
+        "round": run,
+        "raw_msgs_per_s": round(raw, 1),
+        "defaults_msgs_per_s": round(fl, 1),
+        "tuned_msgs_per_s": round(tuned, 1),
+        "ratio_defaults": round(fl / raw, 2),
+        "ratio_tuned": round(tuned / raw, 2),
+        "target_defaults": DEFAULTS_TARGET,
+        "met_defaults": fl / raw >= DEFAULTS_TARGET,
+    }
+
+
+async def main(n: int, rate: int, seconds: float, rounds: int) -> dict[str, Any]:
+    """Run the rounds and the latency phase, print them; return the JSON payload."""
+    per_round: list[dict[str, Any]] = []
     async with jsflow.EmbeddedServer() as server, await jsflow.connect(server.url) as client:
-        for run in range(rounds):  # interleaved: the machine's load changes between them
-            raw = await raw_loop(client, n, run)
-            print(f"raw nats-py fetch(100)+ack: {raw:,.0f} msgs/s over {n} messages")
-            fl = await flow_loop(client, n, tuned=False, run=run)
-            print(f"one-stage no-op FlowHandler, dataclass, defaults: {fl:,.0f} msgs/s")
-            tuned = await flow_loop(client, n, tuned=True, run=run)
-            print(f"one-stage no-op FlowHandler, bytes, concurrency=200: {tuned:,.0f} msgs/s")
-            print(
-                f"ratio flow/raw: defaults {fl / raw:.2f}x (target >= 1.2x), "
-                f"tuned {tuned / raw:.2f}x"
-            )
+        raw_nc = await nats.connect(server.url)  # plain nats-py, for the raw baseline only
+        try:
+            raw_js = raw_nc.jetstream()
+            for run in range(rounds):  # interleaved: the machine's load changes between them
+                per_round.append(await _round(client, raw_js, n, run))
+        finally:
+            await raw_nc.close()
         p50, p99, got = await latency(client, rate, seconds)
         print(f"3-stage pipeline at {rate} msg/s: p50 {p50:.2f} ms, p99 {p99:.2f} ms ({got} msgs)")
+        version = client.nc.connected_server_version
+        server_version = f"{version.major}.{version.minor}.{version.patch}"
+    return {
+        "benchmark": "flow",
+        "config": {"n": n, "rate": rate, "seconds": seconds, "rounds": rounds},
+        "environment": environment(server_version),
+        "rounds": per_round,
+        "latency": {
+            "rate_per_s": rate,
+            "seconds": seconds,
+            "p50_ms": round(p50, 3),
+            "p99_ms": round(p99, 3),
+            "received": got,
+        },
+    }
 
 
 if __name__ == "__main__":
@@ -168,5 +223,15 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=1, help="throughput rounds (interleaved)")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=RESULTS_DIR / "flow.json",
+        help="where to write results (default: %(default)s)",
+    )
+    parser.add_argument("--no-json", action="store_true", help="do not write a JSON file")
     args = parser.parse_args()
-    asyncio.run(main(args.n, args.rate, args.seconds, args.rounds))
+    payload = asyncio.run(main(args.n, args.rate, args.seconds, args.rounds))
+    if not args.no_json:
+        path = write_results(args.json, payload)
+        print(f"results written to {path}")

@@ -9,6 +9,10 @@ core NATS "done" message, counted here, so neither framework's result backend is
 throughput path). Then submit-to-result latency, one task at a time (``--samples``), through
 each framework's own result path (jsflow: ``TaskHandle.result()``; taskiq:
 ``NATSObjectStoreResultBackend`` + ``wait_result``). Needs ``pip install taskiq-nats``.
+
+Results go to ``benchmarks/results/tasks.json`` (``--json PATH`` to write elsewhere,
+``--no-json`` to skip): tasks/s and latency p50/p99 per framework and worker count, and the
+jsflow / taskiq tasks/s ratio per worker count.
 """
 
 from __future__ import annotations
@@ -179,10 +183,19 @@ async def bench(kind: str, url: str, processes: int, n: int, samples: int) -> di
         stop_workers(procs)
 
 
-async def main(args: argparse.Namespace) -> None:
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every framework and worker count, print each; return the JSON payload."""
+    # Imported here: taskiq's worker processes import this module as ``benchmarks.tasks``,
+    # without ``benchmarks/`` on sys.path.
+    from _common import environment
+
     kinds = [k for k in args.frameworks if k == "jsflow" or taskiq_broker is not None]
+    runs: list[dict[str, Any]] = []
     async with jsflow.EmbeddedServer() as server:
         os.environ["BENCH_URL"] = server.url
+        probe = await nats.connect(server.url)  # only to record the server's version
+        version = probe.connected_server_version
+        await probe.close()
         for kind in kinds:
             for processes in args.workers:
                 result = await bench(kind, server.url, processes, args.tasks, args.samples)
@@ -191,12 +204,43 @@ async def main(args: argparse.Namespace) -> None:
                     f"p50 {result['p50 ms']:6.1f} ms  p99 {result['p99 ms']:6.1f} ms",
                     flush=True,
                 )
+                runs.append(
+                    {
+                        "framework": kind,
+                        "workers": processes,
+                        "tasks_per_s": round(result["tasks/s"], 1),
+                        "p50_ms": round(result["p50 ms"], 3),
+                        "p99_ms": round(result["p99 ms"], 3),
+                    }
+                )
+    rate = {(r["framework"], r["workers"]): r["tasks_per_s"] for r in runs}
+    ratios = [
+        {"workers": w, "jsflow_over_taskiq": round(rate["jsflow", w] / rate["taskiq", w], 2)}
+        for w in args.workers
+        if ("jsflow", w) in rate and rate.get(("taskiq", w))
+    ]
+    return {
+        "benchmark": "tasks",
+        "config": {
+            "tasks": args.tasks,
+            "workers": args.workers,
+            "samples": args.samples,
+            "frameworks": kinds,
+            "taskiq_installed": taskiq_broker is not None,
+            "concurrency": CONCURRENCY,
+        },
+        "environment": environment(f"{version.major}.{version.minor}.{version.patch}"),
+        "runs": runs,
+        "ratios": ratios,
+    }
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         asyncio.run(jsflow_worker(sys.argv[2]))
         sys.exit(0)
+    from _common import RESULTS_DIR, write_results  # not at the top: see main()
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
@@ -204,4 +248,15 @@ if __name__ == "__main__":
     parser.add_argument(
         "--frameworks", nargs="+", default=["jsflow", "taskiq"], choices=["jsflow", "taskiq"]
     )
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=RESULTS_DIR / "tasks.json",
+        help="where to write results (default: %(default)s)",
+    )
+    parser.add_argument("--no-json", action="store_true", help="do not write a JSON file")
+    args = parser.parse_args()
+    payload = asyncio.run(main(args))
+    if not args.no_json:
+        path = write_results(args.json, payload)
+        print(f"results written to {path}")
