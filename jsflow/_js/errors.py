@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import nats.errors
+import nats.js.api
 import nats.js.errors
 
 from jsflow._js.codes import MESSAGE_TOO_LARGE, WRONG_LAST_SEQUENCE
@@ -21,7 +24,7 @@ from jsflow.errors import (
     ServerError,
 )
 
-__all__ = ["map_nats_errors"]
+__all__ = ["check_pub_ack", "map_nats_errors"]
 
 
 @contextmanager
@@ -72,3 +75,20 @@ def map_nats_errors(
         raise ConnectionFailedError(f"{type(exc).__name__}: {exc}{suffix}") from exc
     except nats.errors.Error as exc:
         raise ServerError(f"{type(exc).__name__}: {exc}{suffix}") from exc
+
+
+_NO_RESPONDERS = "503"
+
+
+def check_pub_ack(reply: Any) -> None:
+    """Raise nats-py's error for the reply to a JetStream publish (``reply``: its
+    :class:`nats.aio.msg.Msg`) unless it acknowledges the message: no stream answered, or
+    the server refused it. Map it with :func:`map_nats_errors`."""
+    if reply.headers and reply.headers.get(nats.js.api.Header.STATUS) == _NO_RESPONDERS:
+        raise nats.js.errors.NoStreamResponseError
+    try:
+        answer = json.loads(reply.data)
+    except ValueError:
+        raise nats.errors.Error(f"not a JetStream ack: {reply.data[:200]!r}") from None
+    if type(answer) is dict and "error" in answer:
+        raise nats.js.errors.APIError.from_error(answer["error"])

@@ -15,6 +15,9 @@ of a round trip. :class:`FastPathClient` keeps every protocol rule and removes t
   reconnect to send, as before.
 * **Replies**: the read loop resolves the request's future itself; the response
   subscription's queue and task are not used. The timeout is one timer on that future.
+  :meth:`FastPathClient.send_request` returns that future without waiting on it (a
+  JetStream publish whose ack is awaited later, with no task, semaphore or timer of
+  nats-py's ``publish_async`` around it).
 
 Anything else (websocket transports, old-style requests, every other subscription) takes
 nats-py's own path.
@@ -30,7 +33,7 @@ from nats import errors as nats_errors
 from nats.aio.client import Client as _NatsClient
 from nats.aio.msg import Msg
 
-__all__ = ["WRITE_BUFFER_LIMIT", "FastPathClient"]
+__all__ = ["WRITE_BUFFER_LIMIT", "FastPathClient", "send_request"]
 
 # asyncio's default high-water mark for a socket's write buffer: above it, drain() waits.
 WRITE_BUFFER_LIMIT = 64 * 1024
@@ -101,13 +104,18 @@ class FastPathClient(_NatsClient):
         mux = f"{prefix.decode()}*" if prefix is not None else None
         self._resp_sid = next((sid for sid, sub in self._subs.items() if sub.subject == mux), None)
 
-    async def _request_new_style(
+    async def send_request(
         self,
         subject: str,
-        payload: bytes,
-        timeout: float = 1,
+        payload: bytes = b"",
+        *,
+        timeout: float,
         headers: dict[str, Any] | None = None,
-    ) -> Msg:
+    ) -> asyncio.Future[Msg]:
+        """Send a request now and return the future of its reply, without waiting for it:
+        several requests travel back to back and their replies come back together. The
+        future fails with nats-py's ``TimeoutError`` after ``timeout`` seconds; cancelling
+        it forgets the request."""
         if self.is_draining_pubs:
             raise nats_errors.ConnectionDrainingError
         if not self._resp_sub_prefix:
@@ -117,16 +125,34 @@ class FastPathClient(_NatsClient):
         token = f"{self._nuid.next().decode()}{token_hex(2)}"
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Msg] = loop.create_future()
-        self._resp_map[token] = future
+        resp_map = self._resp_map
+        resp_map[token] = future
         try:
             await self.publish(subject, payload, reply=f"{prefix.decode()}{token}", headers=headers)
-            timer = loop.call_later(timeout, _expire, future)
-            try:
-                return await future
-            finally:
-                timer.cancel()
+        except BaseException:
+            del resp_map[token]
+            raise
+        timer = loop.call_later(timeout, _expire, future)
+
+        def settled(_: asyncio.Future[Msg]) -> None:
+            timer.cancel()
+            resp_map.pop(token, None)
+
+        future.add_done_callback(settled)
+        return future
+
+    async def _request_new_style(
+        self,
+        subject: str,
+        payload: bytes,
+        timeout: float = 1,
+        headers: dict[str, Any] | None = None,
+    ) -> Msg:
+        future = await self.send_request(subject, payload, timeout=timeout, headers=headers)
+        try:
+            return await future
         finally:
-            self._resp_map.pop(token, None)
+            future.cancel()  # a no-op once answered; else (our caller was cancelled) forget it
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
@@ -142,3 +168,18 @@ class FastPathClient(_NatsClient):
         self.stats["in_bytes"] += len(data)
         hdr = await self._process_headers(headers)
         future.set_result(self._build_message(sid, subject, reply, data, hdr))
+
+
+async def send_request(
+    nc: _NatsClient,
+    subject: str,
+    payload: bytes = b"",
+    *,
+    timeout: float,
+    headers: dict[str, Any] | None = None,
+) -> asyncio.Future[Msg]:
+    """:meth:`FastPathClient.send_request` on ``nc``; on any other nats-py client, the same
+    through a task running ``nc.request``."""
+    if isinstance(nc, FastPathClient):
+        return await nc.send_request(subject, payload, timeout=timeout, headers=headers)
+    return asyncio.ensure_future(nc.request(subject, payload, timeout=timeout, headers=headers))

@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from jsflow._js import Msg, codes, js_errors, map_nats_errors, subscriptions
+from jsflow._js import (
+    Msg,
+    check_pub_ack,
+    codes,
+    js_errors,
+    map_nats_errors,
+    send_request,
+    subscriptions,
+)
 from jsflow._proto import task_pb2
 from jsflow._validate import check_id, count, optional_duration, shorten
 from jsflow.errors import (
@@ -126,11 +134,10 @@ class PendingPublish:
     a worker pays one round trip for all of them instead of one each.
     """
 
-    __slots__ = ("_future", "_timeout", "subject")
+    __slots__ = ("_future", "subject")
 
-    def __init__(self, future: asyncio.Future[Any], subject: str, timeout: float) -> None:
+    def __init__(self, future: asyncio.Future[Any], subject: str) -> None:
         self._future = future
-        self._timeout = timeout
         self.subject = subject
         # An abandoned publish (its owner cancelled) must not log "exception never retrieved".
         future.add_done_callback(_retrieve)
@@ -139,11 +146,9 @@ class PendingPublish:
         """Wait for the ack (:class:`RequestTimeoutError` after the client's timeout)."""
         future = self._future
         with map_nats_errors(subject=self.subject):
-            if future.done():  # the usual case by the time a worker asks: no timer, no switch
-                future.result()
-                return
-            async with asyncio.timeout(self._timeout):
-                await future
+            # Done already in the usual case by the time a worker asks: no switch. The
+            # request's own timer bounds the wait.
+            check_pub_ack(future.result() if future.done() else await future)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -156,10 +161,10 @@ async def publish_async(
 ) -> PendingPublish:
     """Send one JetStream publish now and return a handle on its ack."""
     with map_nats_errors(subject=subject):
-        future = await client.js.publish_async(
-            subject, data, headers=headers, wait_stall=client.timeout
+        future = await send_request(
+            client.nc, subject, data, timeout=client.timeout, headers=headers
         )
-    return PendingPublish(future, subject, client.timeout)
+    return PendingPublish(future, subject)
 
 
 async def wait_all(pending: list[PendingPublish]) -> None:
