@@ -42,9 +42,9 @@ MAX_SUBJECT_LEN = 2048  # subjects given by users (sinks, dead letters, filters)
 # Durations are sent as int64 nanoseconds (292 years); a century is past any real need.
 MAX_DURATION = 100 * 365 * 86400.0
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-_ID = re.compile(r"^[-/_=.a-zA-Z0-9]+$")
-_SUBJECT_TOKEN = re.compile(r"^[^\s.*>\x00-\x1f\x7f]+$")
+_NAME = re.compile(r"^[A-Za-z0-9_-]+\Z")
+_ID = re.compile(r"^[-/_=.a-zA-Z0-9]+\Z")
+_SUBJECT_TOKEN = re.compile(r"^[^\s.*>\x00-\x1f\x7f]+\Z")
 
 
 def shorten(value: object, limit: int = 80) -> str:

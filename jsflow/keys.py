@@ -15,8 +15,11 @@ from jsflow.errors import InvalidKeyError
 
 __all__ = ["key", "key_parts", "validate_key", "validate_pattern"]
 
-_KEY_CHARS = re.compile(r"^[-/_=.a-zA-Z0-9]+$")
-_PATTERN_CHARS = re.compile(r"^[-/_=.a-zA-Z0-9*>]+$")
+_KEY_CHARS = re.compile(r"^[-/_=.a-zA-Z0-9]+\Z")
+_PATTERN_CHARS = re.compile(r"^[-/_=.a-zA-Z0-9*>]+\Z")
+# A whole legal key in one match (tokens of legal characters joined by single dots): the
+# common case is answered by this alone; _reason says what is wrong with any other.
+_LEGAL_KEY = re.compile(r"[-/_=a-zA-Z0-9]+(?:\.[-/_=a-zA-Z0-9]+)*")
 # Characters key() passes through unchanged; everything else is escaped as =XX (UTF-8 bytes).
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_/")
 _EMPTY_PART = "="
@@ -55,6 +58,8 @@ def _reason(key: str, pattern: bool) -> str | None:
 
 def validate_key(key: str) -> str:
     """Return ``key`` unchanged, or raise :class:`InvalidKeyError` saying what is wrong."""
+    if type(key) is str and len(key) <= MAX_KEY_LEN and _LEGAL_KEY.fullmatch(key):
+        return key
     reason = _reason(key, pattern=False)
     if reason is not None:
         raise InvalidKeyError(str(key), reason)

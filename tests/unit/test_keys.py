@@ -29,6 +29,8 @@ ILLEGAL_KEYS = [
     "a#b",
     "a:b",
     "a@b",
+    "a\n",  # a trailing newline: "$" in a regex would let it through
+    "a.b\n",
 ]
 
 
@@ -56,7 +58,7 @@ def test_validate_pattern_accepts_whole_token_wildcards(good: str) -> None:
     assert validate_pattern(good) == good
 
 
-@pytest.mark.parametrize("bad", ["a*", "a.>.b", "a..*", "", "a b.*"])
+@pytest.mark.parametrize("bad", ["a*", "a.>.b", "a..*", "", "a b.*", "a.*\n"])
 def test_validate_pattern_rejects_malformed_patterns(bad: str) -> None:
     with pytest.raises(jsflow.InvalidKeyError):
         validate_pattern(bad)

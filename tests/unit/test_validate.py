@@ -32,7 +32,7 @@ def test_plain_short_ids_stay_readable() -> None:
     assert v.id_key("a" * 5000).startswith("h-")
 
 
-@pytest.mark.parametrize("bad", ["", "a b", "a.b", "x" * 129, 5, None, "ä"])
+@pytest.mark.parametrize("bad", ["", "a b", "a.b", "x" * 129, 5, None, "ä", "a\n"])
 def test_bad_names_are_refused_with_a_typed_error(bad: object) -> None:
     with pytest.raises(jsflow.InvalidNameError) as info:
         v.check_name("stream name", bad)
@@ -40,13 +40,15 @@ def test_bad_names_are_refused_with_a_typed_error(bad: object) -> None:
     assert len(str(info.value)) < 300
 
 
-@pytest.mark.parametrize("bad", ["", "a b", "a..b", ".a", "a.", "i" * 1025, "a\x00"])
+@pytest.mark.parametrize("bad", ["", "a b", "a..b", ".a", "a.", "i" * 1025, "a\x00", "a\n"])
 def test_bad_ids_are_refused(bad: str) -> None:
     with pytest.raises(jsflow.InvalidNameError):
         v.check_id("task id", bad)
 
 
-@pytest.mark.parametrize("bad", ["dl q", "dlq.*", "dlq.>", "a..b", "", "a.\tb", "x" * 3000])
+@pytest.mark.parametrize(
+    "bad", ["dl q", "dlq.*", "dlq.>", "a..b", "", "a.\tb", "x" * 3000, "dlq\n", "a.b\n"]
+)
 def test_subjects_without_wildcards(bad: str) -> None:
     with pytest.raises(jsflow.InvalidNameError):
         v.check_subject("dead-letter subject", bad)
