@@ -29,7 +29,14 @@ from jsflow.errors import (
     TaskError,
 )
 from jsflow.flow.consume import SettlePolicy
-from jsflow.observability import extracted_context, get_logger, instruments, tracer
+from jsflow.observability import (
+    carries_trace,
+    extracted_context,
+    get_logger,
+    instruments,
+    tracer,
+    tracing_enabled,
+)
 from jsflow.store import KeyListener
 from jsflow.tasks.backend import TaskBackend
 from jsflow.tasks.calls import JSON_ANY
@@ -117,6 +124,10 @@ class Attempt:
     async def run(self, carried: tuple[task_pb2.TaskState, int] | None) -> None:
         """Start, execute and settle this attempt (``carried``: the state the request
         carries and its revision, if any)."""
+        if not tracing_enabled() and not carries_trace(self.msg.headers):
+            # No tracer provider, no trace to continue: the span would do nothing.
+            await self._run(carried)
+            return
         with tracer().start_as_current_span(
             "jsflow.tasks.execute",
             context=extracted_context(self.msg.headers),
