@@ -21,6 +21,7 @@ import datetime as dt
 import decimal
 import enum
 import functools
+import json
 import types
 import typing
 import uuid
@@ -29,7 +30,19 @@ from typing import Any, get_args, get_origin
 
 from jsflow.errors import CodecError, ConfigError
 
-__all__ = ["Converter", "converter", "is_pydantic_model"]
+__all__ = ["Converter", "converter", "is_pydantic_model", "loads"]
+
+_decode_json = json.JSONDecoder().decode
+
+
+def loads(data: bytes | str) -> Any:
+    """``json.loads(data)``, without its encoding detection for the usual UTF-8 bytes: a
+    first byte that is ASCII and a second that is not NUL rule out a BOM, UTF-16 and UTF-32
+    (what ``json.loads`` looks for), so the bytes are decoded as UTF-8 at once."""
+    if type(data) is bytes and data and data[0] < 0x80 and (len(data) < 2 or data[1]):
+        return _decode_json(data.decode())
+    return json.loads(data)
+
 
 Converter = tuple[Callable[[Any, str], Any], Callable[[Any, str], Any]]
 """``(to_json, from_json)``: each takes a value and the path shown in errors."""

@@ -21,7 +21,7 @@ try:  # optional (the jsflow[betterproto] extra): a pinned beta with dependencie
 except ImportError:  # pragma: no cover - installed in the test environment
     betterproto = None  # type: ignore[assignment]
 
-from jsflow._jsontypes import converter, is_pydantic_model, model_error
+from jsflow._jsontypes import converter, is_pydantic_model, loads, model_error
 from jsflow.errors import CodecError, ConfigError
 
 __all__ = [
@@ -169,7 +169,7 @@ class JsonCodec(Generic[T]):
 
     def decode(self, data: bytes) -> T:
         """Deserialize ``data`` (see :meth:`Codec.decode`)."""
-        value = json.loads(data)
+        value = loads(data)
         if not self._accepts(value):
             assert self._type is not None
             raise ValueError(f"expected {self._type.__name__}, got {type(value).__name__}")
@@ -204,7 +204,7 @@ class TypedJsonCodec(Generic[T]):
     def decode(self, data: bytes) -> T:
         """Deserialize and validate ``data`` (see :meth:`Codec.decode`)."""
         try:
-            raw = json.loads(data)
+            raw = loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise CodecError(f"not JSON for {self._name}: {exc}") from exc
         return self._from_json(raw, "")  # type: ignore[no-any-return]

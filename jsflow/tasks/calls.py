@@ -15,6 +15,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+from jsflow._jsontypes import loads
 from jsflow._proto import task_pb2
 from jsflow.codec import Codec, TypedJsonCodec, codec_for
 from jsflow.errors import CodecError, ConfigError
@@ -32,7 +33,7 @@ class _AnyJson:
             raise CodecError(f"value is not JSON-serializable: {exc}") from exc
 
     def decode(self, data: bytes) -> Any:
-        return json.loads(data)
+        return loads(data)
 
     def new(self) -> Any:
         return None
