@@ -77,10 +77,11 @@ class FlowHandler:
     must be a literal subject that no source reads and that a stream captures (checked when
     the flow starts), or ``dead_letter_stream`` names the stream to create for it.
 
-    ``concurrency`` (default 100) bounds messages in flight, and so what one fetch may ask for:
-    the default lets one fetch take a whole default ``StreamSource`` batch (100); the former
-    default, 16, capped every fetch at 16 and cost a pull round trip per few messages (a no-op
-    flow ran at 0.6x a plain nats-py fetch loop). With ``key``, messages with equal keys are
+    ``concurrency`` (default 100) bounds the messages processed at once. Without ``key`` a
+    fixed pool of that many workers runs them, and up to as many more (at most one source
+    batch) are fetched ahead, so the next batch is on its way while this one runs (messages
+    waiting their turn are kept in progress like the rest); a fetch is sent once half a batch
+    of room is free. With ``key``, messages with equal keys are
     processed one at a time in stream order, across failures too: a failing message is retried
     in place (after its backoff delay, ``Message.delivery`` counting the attempts) while later
     messages of its key wait, and only after ``max_deliver`` attempts is it dead-lettered and
@@ -319,13 +320,24 @@ class FlowHandler:
     async def _fetch_loop(self, source: StreamSource[Any]) -> None:
         """The shared fetch loop (:func:`fetch_loop`), asking for what capacity allows."""
 
+        # Unkeyed, the pool of ``concurrency`` workers bounds processing, so up to one
+        # pool's worth more (at most a batch) is fetched ahead: the next batch is on its way
+        # while this one runs, instead of every pull round trip leaving the workers idle.
+        # Keyed, each message is a task of its own: in flight is what runs.
+        limit = self.concurrency
+        if self.key is None:
+            limit += min(source.batch, self.concurrency)
+        # Refill once half a batch of room is free (nats.go's pull threshold), not at each
+        # freed slot: a busy flow would otherwise fetch a message or two per round trip.
+        refill_at = max(1, min(source.batch, limit) // 2)
+
         async def reserve() -> int:
-            while len(self._inflight) >= self.concurrency and not self._stopping.is_set():
+            while limit - len(self._inflight) < refill_at and not self._stopping.is_set():
                 self._capacity.clear()
                 await self._capacity.wait()
             if self._stopping.is_set():
                 return 0
-            return min(source.batch, self.concurrency - len(self._inflight))
+            return min(source.batch, limit - len(self._inflight))
 
         def deliver(msgs: list[Msg]) -> None:
             for raw in msgs:
