@@ -35,6 +35,7 @@ import jsflow
 
 __all__ = [
     "RESULTS_DIR",
+    "add_json_options",
     "BenchConfig",
     "Comparison",
     "Measurement",
@@ -102,13 +103,7 @@ def parse_args(
         "--ops", type=int, help="a fixed number of operations per phase instead of --seconds"
     )
     parser.add_argument("--rounds", type=int, help=f"rounds per phase (default {rounds})")
-    parser.add_argument(
-        "--json",
-        type=Path,
-        default=RESULTS_DIR / f"{name}.json",
-        help="where to write results (default: %(default)s)",
-    )
-    parser.add_argument("--no-json", action="store_true", help="do not write a JSON file")
+    add_json_options(parser, name)
     if extend is not None:
         extend(parser)
     ns = parser.parse_args(argv)
@@ -355,6 +350,17 @@ def environment(server_version: str | None = None) -> dict[str, Any]:
         "nats_py": _version("nats-py"),
         "nats_server": server_version,
     }
+
+
+def add_json_options(parser: argparse.ArgumentParser, name: str) -> None:
+    """``--json PATH`` (default ``results/<name>.json``) and ``--no-json``."""
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=RESULTS_DIR / f"{name}.json",
+        help="where to write results (default: %(default)s)",
+    )
+    parser.add_argument("--no-json", action="store_true", help="do not write a JSON file")
 
 
 def write_results(path: Path, payload: dict[str, Any]) -> Path:

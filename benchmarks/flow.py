@@ -26,12 +26,11 @@ import dataclasses
 import json
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import nats.errors
 import nats.js
-from _common import RESULTS_DIR, environment, write_results
+from _common import add_json_options, environment, write_results
 
 import jsflow
 from jsflow.flow.pipeline import FlowHandler
@@ -223,13 +222,7 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=1, help="throughput rounds (interleaved)")
-    parser.add_argument(
-        "--json",
-        type=Path,
-        default=RESULTS_DIR / "flow.json",
-        help="where to write results (default: %(default)s)",
-    )
-    parser.add_argument("--no-json", action="store_true", help="do not write a JSON file")
+    add_json_options(parser, "flow")
     args = parser.parse_args()
     payload = asyncio.run(main(args.n, args.rate, args.seconds, args.rounds))
     if not args.no_json:

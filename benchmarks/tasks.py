@@ -239,7 +239,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         asyncio.run(jsflow_worker(sys.argv[2]))
         sys.exit(0)
-    from _common import RESULTS_DIR, write_results  # not at the top: see main()
+    from _common import add_json_options, write_results  # not at the top: see main()
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=2000)
@@ -248,13 +248,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--frameworks", nargs="+", default=["jsflow", "taskiq"], choices=["jsflow", "taskiq"]
     )
-    parser.add_argument(
-        "--json",
-        type=Path,
-        default=RESULTS_DIR / "tasks.json",
-        help="where to write results (default: %(default)s)",
-    )
-    parser.add_argument("--no-json", action="store_true", help="do not write a JSON file")
+    add_json_options(parser, "tasks")
     args = parser.parse_args()
     payload = asyncio.run(main(args))
     if not args.no_json:
