@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 from typing import Any
 
 import nats.errors
@@ -27,54 +26,86 @@ from jsflow.errors import (
 __all__ = ["check_pub_ack", "map_nats_errors"]
 
 
-@contextmanager
-def map_nats_errors(
-    *, bucket: str | None = None, key: str | None = None, subject: str | None = None
-) -> Iterator[None]:
-    """Translate nats-py exceptions raised in the block into the jsflow tree."""
+class map_nats_errors:
+    """Translate nats-py exceptions raised in the block into the jsflow tree.
+
+    A plain class rather than ``@contextmanager``: it is entered around every request, and
+    entering it costs nothing but its three fields (the message is built only on failure).
+    """
+
+    __slots__ = ("bucket", "key", "subject")
+
+    def __init__(
+        self, *, bucket: str | None = None, key: str | None = None, subject: str | None = None
+    ) -> None:
+        self.bucket = bucket
+        self.key = key
+        self.subject = subject
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or not isinstance(exc, Exception) or isinstance(exc, JsflowError):
+            return  # nothing raised, or not nats-py's: it propagates as it is
+        mapped = _mapped(exc, self.bucket, self.key, self.subject)
+        if mapped is not None:
+            raise mapped from exc
+
+
+def _mapped(
+    exc: Exception, bucket: str | None, key: str | None, subject: str | None
+) -> JsflowError | None:
+    """The jsflow error for nats-py's ``exc`` (``None``: not nats-py's, raise it as it is).
+    The where-suffix is built here, only when something failed."""
     where = ", ".join(
         f"{name}={value!r}"
         for name, value in (("bucket", bucket), ("key", key), ("subject", subject))
         if value is not None
     )
     suffix = f" ({where})" if where else ""
-    try:
-        yield
-    except JsflowError:
-        raise
-    except nats.js.errors.KeyWrongLastSequenceError as exc:
-        raise ConflictError(bucket, key) from exc
-    except nats.js.errors.BucketNotFoundError as exc:
-        raise BucketError(f"bucket not found{suffix}") from exc
-    except nats.js.errors.APIError as exc:
+    if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError):
+        return ConflictError(bucket, key)
+    if isinstance(exc, nats.js.errors.BucketNotFoundError):
+        return BucketError(f"bucket not found{suffix}")
+    if isinstance(exc, nats.js.errors.APIError):
         if exc.err_code in WRONG_LAST_SEQUENCE:
-            raise ConflictError(bucket, key) from exc
+            return ConflictError(bucket, key)
         if exc.err_code == MESSAGE_TOO_LARGE:
-            raise PayloadTooLargeError(f"{exc.description}{suffix}") from exc
-        raise ServerError(f"{exc.description or exc} (code {exc.err_code}){suffix}") from exc
-    except nats.errors.MaxPayloadError as exc:
-        raise PayloadTooLargeError(f"payload exceeds the server's max_payload{suffix}") from exc
-    except (TimeoutError, nats.errors.TimeoutError) as exc:
-        raise RequestTimeoutError(f"request timed out{suffix}") from exc
-    except nats.errors.NoRespondersError as exc:
-        raise ServerError(f"no responders: JetStream unavailable{suffix}") from exc
-    except nats.js.errors.NoStreamResponseError as exc:
-        raise NoStreamError(
+            return PayloadTooLargeError(f"{exc.description}{suffix}")
+        return ServerError(f"{exc.description or exc} (code {exc.err_code}){suffix}")
+    if isinstance(exc, nats.errors.MaxPayloadError):
+        return PayloadTooLargeError(f"payload exceeds the server's max_payload{suffix}")
+    if isinstance(exc, (TimeoutError, nats.errors.TimeoutError)):
+        return RequestTimeoutError(f"request timed out{suffix}")
+    if isinstance(exc, nats.errors.NoRespondersError):
+        return ServerError(f"no responders: JetStream unavailable{suffix}")
+    if isinstance(exc, nats.js.errors.NoStreamResponseError):
+        return NoStreamError(
             f"no stream answered{suffix}: none captures the subject (declare it first), or "
             "its stream has no leader yet (a failover: retry)"
-        ) from exc
-    except nats.errors.ConnectionClosedError as exc:
-        raise ConnectionClosedError(f"the connection is closed{suffix}") from exc
-    except (
-        nats.errors.NoServersError,
-        nats.errors.StaleConnectionError,
-        nats.errors.ConnectionDrainingError,
-        nats.errors.ConnectionReconnectingError,
-        OSError,
-    ) as exc:
-        raise ConnectionFailedError(f"{type(exc).__name__}: {exc}{suffix}") from exc
-    except nats.errors.Error as exc:
-        raise ServerError(f"{type(exc).__name__}: {exc}{suffix}") from exc
+        )
+    if isinstance(exc, nats.errors.ConnectionClosedError):
+        return ConnectionClosedError(f"the connection is closed{suffix}")
+    if isinstance(
+        exc,
+        (
+            nats.errors.NoServersError,
+            nats.errors.StaleConnectionError,
+            nats.errors.ConnectionDrainingError,
+            nats.errors.ConnectionReconnectingError,
+            OSError,
+        ),
+    ):
+        return ConnectionFailedError(f"{type(exc).__name__}: {exc}{suffix}")
+    if isinstance(exc, nats.errors.Error):
+        return ServerError(f"{type(exc).__name__}: {exc}{suffix}")
+    return None
 
 
 _NO_RESPONDERS = "503"
