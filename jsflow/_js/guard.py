@@ -62,9 +62,16 @@ class GuardedClient(FastPathClient):
                     f"server allows {self.max_control_line} (max_control_line): shorten the "
                     "subject (its key, bucket or stream name)"
                 )
-        total = payload_size + headers_size(headers)
         limit = int(self._max_payload)
-        if total > limit:
+        bound = payload_size
+        if headers:
+            # A bound first (UTF-8 takes at most 4 bytes a character): the exact size, which
+            # encodes every header, only when the bound comes near the limit.
+            try:
+                bound += 4 * (sum(len(k) + len(v) + 4 for k, v in headers.items()) + _HDR_LINE)
+            except TypeError:  # not str: measured as headers_size() would send them
+                bound = limit + 1
+        if bound > limit and (total := payload_size + headers_size(headers)) > limit:
             raise PayloadTooLargeError(
                 f"message to {_where(subject)!r} is {total} bytes with its headers; the "
                 f"server accepts {limit} (max_payload)"
