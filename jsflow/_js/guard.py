@@ -67,10 +67,13 @@ class GuardedClient(FastPathClient):
         if headers:
             # A bound first (UTF-8 takes at most 4 bytes a character): the exact size, which
             # encodes every header, only when the bound comes near the limit.
+            chars = _HDR_LINE
             try:
-                bound += 4 * (sum(len(k) + len(v) + 4 for k, v in headers.items()) + _HDR_LINE)
+                for name, value in headers.items():
+                    chars += len(name) + len(value) + 4
             except TypeError:  # not str: measured as headers_size() would send them
-                bound = limit + 1
+                chars = limit
+            bound += 4 * chars
         if bound > limit and (total := payload_size + headers_size(headers)) > limit:
             raise PayloadTooLargeError(
                 f"message to {_where(subject)!r} is {total} bytes with its headers; the "
