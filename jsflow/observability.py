@@ -22,11 +22,12 @@ The instruments, one catalog for every layer (:func:`instruments`), all prefixed
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,7 @@ __all__ = [
     "prometheus_text",
     "reset_logging",
     "carries_trace",
+    "optional_span",
     "tracer",
     "tracing_enabled",
 ]
@@ -201,6 +203,18 @@ def tracing_enabled() -> bool:
 @functools.lru_cache(maxsize=8)
 def _fields(textmap: Any) -> frozenset[str]:
     return frozenset(textmap.fields)
+
+
+@contextlib.contextmanager
+def optional_span(name: str, attributes: Mapping[str, Any]) -> Iterator[None]:
+    """A current span ``name`` with ``attributes`` when a tracer provider is installed, else
+    nothing: without one the span would record nothing, and the context it would carry on
+    (what :func:`inject_context` writes) is the current one either way."""
+    if not tracing_enabled():
+        yield
+        return
+    with tracer().start_as_current_span(name, attributes=dict(attributes)):
+        yield
 
 
 def carries_trace(headers: Mapping[str, str] | None) -> bool:

@@ -24,7 +24,7 @@ from jsflow._validate import (
 from jsflow.backoff import Backoff
 from jsflow.coordination import rates
 from jsflow.errors import ConfigError
-from jsflow.observability import tracer
+from jsflow.observability import optional_span, tracer
 from jsflow.tasks.backend import TaskBackend
 from jsflow.tasks.calls import CallCodec
 from jsflow.tasks.handle import TaskHandle
@@ -199,9 +199,8 @@ class TaskFunction(Generic[P, R]):
         payload = self.codec.encode_args(args, kwargs)
         backend = await self.app.backend()
         eager = self.app.eager_runner
-        with tracer().start_as_current_span("jsflow.tasks.submit") as span:
-            span.set_attribute("jsflow.task", self.name)
-            span.set_attribute("jsflow.task_id", task_id)
+        attributes = {"jsflow.task": self.name, "jsflow.task_id": task_id}
+        with optional_span("jsflow.tasks.submit", attributes):
             if deps:
                 deps = await backend.dag.check(task_id, deps)
                 if eager is not None:
