@@ -11,8 +11,8 @@ of a round trip. :class:`FastPathClient` keeps every protocol rule and removes t
   (``call_soon``), so concurrent publishers still share a write. No flusher task wake-up.
   When more than :data:`WRITE_BUFFER_LIMIT` would sit in the socket's write buffer, the
   write goes to nats-py's flusher, which waits for it to drain, so a slow server still
-  pushes back as before. Disconnected, nothing is written: the data stays pending for nats-py's
-  reconnect to send, as before.
+  pushes back as before. Disconnected, nothing is written: the data stays pending for
+  nats-py's reconnect to send, as before.
 * **Replies**: the read loop resolves the request's future itself; the response
   subscription's queue and task are not used. The timeout is one timer on that future.
   :meth:`FastPathClient.send_request` returns that future without waiting on it (a
