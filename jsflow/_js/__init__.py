@@ -15,7 +15,7 @@ from nats.js import errors as js_errors
 from nats.js import object_store as js_object_store
 
 from jsflow._js import codes, headers, internals, streams, subscriptions
-from jsflow._js.errors import check_pub_ack, map_nats_errors
+from jsflow._js.errors import check_pub_ack, map_nats_errors, raise_api_error
 from jsflow._js.fastpath import send_request
 from jsflow._js.guard import GuardedClient
 from jsflow._js.pull import Puller
@@ -35,6 +35,7 @@ __all__ = [
     "js_object_store",
     "map_nats_errors",
     "nats_errors",
+    "raise_api_error",
     "send_request",
     "streams",
     "subscriptions",

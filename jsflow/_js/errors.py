@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import nats.errors
 import nats.js.api
@@ -23,7 +23,7 @@ from jsflow.errors import (
     ServerError,
 )
 
-__all__ = ["check_pub_ack", "map_nats_errors"]
+__all__ = ["check_pub_ack", "map_nats_errors", "raise_api_error"]
 
 
 class map_nats_errors:
@@ -122,4 +122,19 @@ def check_pub_ack(reply: Any) -> None:
     except ValueError:
         raise nats.errors.Error(f"not a JetStream ack: {reply.data[:200]!r}") from None
     if type(answer) is dict and "error" in answer:
-        raise nats.js.errors.APIError.from_error(answer["error"])
+        raise_api_error(answer["error"])
+
+
+def raise_api_error(error: object) -> NoReturn:
+    """Raise nats-py's exception for the ``error`` object of a JetStream API reply, whatever
+    its shape (a reply without a ``code`` or with unknown fields must not raise a
+    ``KeyError``/``TypeError`` instead). Map it with :func:`map_nats_errors`."""
+    if type(error) is dict:
+        nats.js.errors.APIError.from_error(
+            {
+                "code": error.get("code") or 0,
+                "err_code": error.get("err_code"),
+                "description": error.get("description"),
+            }
+        )
+    raise nats.errors.Error(f"malformed JetStream error: {str(error)[:200]}")

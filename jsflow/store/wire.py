@@ -14,7 +14,15 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from jsflow._js import Msg, api, internals, js_errors, map_nats_errors, nats_errors
+from jsflow._js import (
+    Msg,
+    api,
+    internals,
+    js_errors,
+    map_nats_errors,
+    nats_errors,
+    raise_api_error,
+)
 from jsflow._js.codes import WRONG_LAST_SEQUENCE
 from jsflow._js.headers import (
     EXPECTED_LAST_SUBJECT_SEQUENCE,
@@ -119,7 +127,7 @@ def api_reply(
         if error.get("err_code") in WRONG_LAST_SEQUENCE:
             raise ConflictError(bucket, key or None, revision=revision)
         with map_nats_errors(bucket=bucket, key=key, subject=subject):
-            js_errors.APIError.from_error({"code": 0, **error})
+            raise_api_error(error)
     return None
 
 

@@ -10,6 +10,7 @@ import pathlib
 import pytest
 
 import jsflow
+from jsflow._js import Msg, check_pub_ack, map_nats_errors
 from jsflow._js.headers import ttl_value
 
 ROOT = pathlib.Path(jsflow.__file__).parent
@@ -55,3 +56,31 @@ def test_no_module_imports_its_own_package() -> None:
             if isinstance(node, ast.ImportFrom) and node.module == package:
                 offenders.append(f"{rel}: from {package} import ...")
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    ("data", "headers", "expected"),
+    [
+        (b'{"stream":"S","seq":1}', None, None),
+        (b"", {"Status": "503"}, jsflow.NoStreamError),
+        (
+            b'{"error":{"code":400,"err_code":10071,"description":"wrong last sequence"}}',
+            None,
+            jsflow.ConflictError,
+        ),
+        (b'{"error":{"err_code":10999,"description":"no code field"}}', None, jsflow.ServerError),
+        (b'{"error":{"code":500,"surprise":1}}', None, jsflow.ServerError),
+        (b'{"error":"not an object"}', None, jsflow.ServerError),
+        (b"not json", None, jsflow.ServerError),
+    ],
+)
+def test_a_publish_reply_of_any_shape_maps_to_a_typed_error(
+    data: bytes, headers: dict[str, str] | None, expected: type[Exception] | None
+) -> None:
+    reply = Msg(_client=None, subject="_INBOX.x", data=data, headers=headers)  # type: ignore[arg-type]
+    if expected is None:
+        with map_nats_errors(subject="s"):
+            check_pub_ack(reply)
+        return
+    with pytest.raises(expected), map_nats_errors(subject="s"):
+        check_pub_ack(reply)
