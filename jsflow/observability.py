@@ -27,7 +27,7 @@ import functools
 import importlib
 import logging
 import sys
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,16 +205,27 @@ def _fields(textmap: Any) -> frozenset[str]:
     return frozenset(textmap.fields)
 
 
-@contextlib.contextmanager
-def optional_span(name: str, attributes: Mapping[str, Any]) -> Iterator[None]:
-    """A current span ``name`` with ``attributes`` when a tracer provider is installed, else
-    nothing: without one the span would record nothing, and the context it would carry on
-    (what :func:`inject_context` writes) is the current one either way."""
-    if not tracing_enabled():
-        yield
-        return
-    with tracer().start_as_current_span(name, attributes=dict(attributes)):
-        yield
+_NO_SPAN = contextlib.nullcontext()
+
+
+def optional_span(
+    name: str,
+    attributes: Mapping[str, Any],
+    *,
+    headers: Mapping[str, str] | None = None,
+    kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+) -> contextlib.AbstractContextManager[object]:
+    """A current span ``name`` with ``attributes``, continuing the trace carried in message
+    ``headers`` if any; nothing at all when no tracer provider is installed and ``headers``
+    carry no trace. Such a span would record nothing, and the context it would carry on
+    (what :func:`inject_context` writes) is the current one either way: the one mechanism
+    that keeps per-message and per-call paths from paying for spans nobody records."""
+    if not tracing_enabled() and not carries_trace(headers):
+        return _NO_SPAN
+    context = extracted_context(headers) if headers is not None else None
+    return tracer().start_as_current_span(
+        name, context=context, kind=kind, attributes=dict(attributes)
+    )
 
 
 def carries_trace(headers: Mapping[str, str] | None) -> bool:

@@ -30,12 +30,9 @@ from jsflow.errors import (
 )
 from jsflow.flow.consume import SettlePolicy
 from jsflow.observability import (
-    carries_trace,
-    extracted_context,
     get_logger,
     instruments,
-    tracer,
-    tracing_enabled,
+    optional_span,
 )
 from jsflow.store import KeyListener
 from jsflow.tasks.backend import TaskBackend
@@ -124,18 +121,17 @@ class Attempt:
     async def run(self, carried: tuple[task_pb2.TaskState, int] | None) -> None:
         """Start, execute and settle this attempt (``carried``: the state the request
         carries and its revision, if any)."""
-        if not tracing_enabled() and not carries_trace(self.msg.headers):
-            # No tracer provider, no trace to continue: the span would do nothing.
-            await self._run(carried)
-            return
-        with tracer().start_as_current_span(
+        attributes = {
+            "jsflow.task": self.fn.name,
+            "jsflow.task_id": self.task_id,
+            "jsflow.delivery": int(self.msg.metadata.num_delivered or 1),
+        }
+        with optional_span(
             "jsflow.tasks.execute",
-            context=extracted_context(self.msg.headers),
+            attributes,
+            headers=self.msg.headers or {},
             kind=trace.SpanKind.CONSUMER,
-        ) as span:
-            span.set_attribute("jsflow.task", self.fn.name)
-            span.set_attribute("jsflow.task_id", self.task_id)
-            span.set_attribute("jsflow.delivery", int(self.msg.metadata.num_delivered or 1))
+        ):
             await self._run(carried)
 
     @property
