@@ -207,6 +207,13 @@ class _Step(Protocol):
     ) -> _Plan: ...
 
 
+def _decision(plan: _Plan) -> Decision:
+    """What a caller is told of ``plan``: admitted now, or denied with when to retry."""
+    if plan.committed:
+        return Decision(True, plan.remaining, 0.0)
+    return Decision(False, plan.remaining, plan.wait)
+
+
 def _no_horizon() -> float:
     """The horizon of :meth:`RateLimiter.try_acquire`: admit now or not at all."""
     return 0.0
@@ -418,14 +425,7 @@ class RateLimiter:
         revision, value = known
         state = RateLimitState()
         state.CopyFrom(value)
-        plan = self._step(
-            state,
-            self._clock(),
-            cost=cost,
-            interval=self.interval,
-            burst=self.burst,
-            horizon=horizon(),
-        )
+        plan = self._plan(state, cost, horizon)
         if not plan.committed:
             # The state known here is the latest or older; older never denies more than the
             # truth (admissions only push it forward), so this denial needs no write.
@@ -482,12 +482,7 @@ class RateLimiter:
         state = RateLimitState()
         if entry is not None:
             state.CopyFrom(entry.value)
-        plan = self._step(
-            state, self._clock(), cost=cost, interval=self.interval, burst=self.burst, horizon=0.0
-        )
-        if plan.committed:
-            return Decision(True, plan.remaining, 0.0)
-        return Decision(False, plan.remaining, plan.wait)
+        return _decision(self._plan(state, cost, _no_horizon))
 
     async def try_acquire(self, key: str, cost: int = 1) -> Decision:
         """Admit ``cost`` units for ``key`` now if the limit allows; never waits.
@@ -515,9 +510,7 @@ class RateLimiter:
             finally:
                 span.end()
         self._count(plan.committed)
-        if plan.committed:
-            return Decision(True, plan.remaining, 0.0)
-        return Decision(False, plan.remaining, plan.wait)
+        return _decision(plan)
 
     async def acquire(self, key: str, cost: int = 1, timeout: float | None = None) -> Decision:
         """Wait until ``cost`` units for ``key`` are admitted, at most ``timeout`` seconds.
