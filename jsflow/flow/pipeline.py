@@ -74,22 +74,22 @@ class FlowHandler:
     must be a literal subject that no source reads and that a stream captures (checked when
     the flow starts), or ``dead_letter_stream`` names the stream to create for it.
 
-    ``concurrency`` (default 100) bounds the messages processed at once. Without ``key`` a
-    fixed pool of that many workers runs them, and up to as many more (at most one source
-    batch) are fetched ahead, so the next batch is on its way while this one runs (messages
-    waiting their turn are kept in progress like the rest); a fetch is sent once half a batch
-    of room is free. With ``key``, messages with equal keys are
-    processed one at a time in stream order, across failures too: a failing message is retried
-    in place (after its backoff delay, ``Message.delivery`` counting the attempts) while later
-    messages of its key wait, and only after ``max_deliver`` attempts is it dead-lettered and
-    the key moves on. If it is handed back instead (:meth:`stop` during its backoff, a failed
-    dead-letter publish), the messages of its key already fetched are nak'ed after it with the
-    same delay, unprocessed; their redelivery order is then the server's. A message whose
-    ``key()`` raises fails (stage ``"key"``) rather than run unordered. Without ``key``, a
-    failing message is nak'ed and later ones go on. ``middleware`` is applied to every stage
-    (the first one outermost). ``state_store`` records each message's :class:`MessageState`.
-    ``metrics`` (a fresh :class:`FlowMetrics` by default) is :attr:`metrics`; pass one to share
-    it with the metrics middleware.
+    ``concurrency`` (default 100) bounds the messages processed at once. Without ``key`` a fixed
+    pool of that many workers runs them, and up to as many more (at most one source batch) are
+    fetched ahead, so the next batch is on its way while this one runs (messages waiting their
+    turn are kept in progress like the rest); a fetch is sent once half a batch of room is free.
+    With ``key``, messages with equal keys are processed one at a time in stream order, across
+    failures too: a failing message is retried in place (after its backoff delay,
+    ``Message.delivery`` counting the attempts) while later messages of its key wait, and only
+    after ``max_deliver`` attempts is it dead-lettered and the key moves on. If it is handed
+    back instead (:meth:`stop` during its backoff, a failed dead-letter publish), the messages
+    of its key already fetched are nak'ed after it with the same delay, unprocessed; their
+    redelivery order is then the server's. A message whose ``key()`` raises fails (stage
+    ``"key"``) rather than run unordered. Without ``key``, a failing message is nak'ed and later
+    ones go on. ``middleware`` is applied to every stage (the first one outermost).
+    ``state_store`` records each message's :class:`MessageState`. ``metrics`` (a fresh
+    :class:`FlowMetrics` by default) is :attr:`metrics`; pass one to share it with the metrics
+    middleware.
 
     ``await flow.run()`` runs until cancelled or :meth:`stop`; ``async with flow:`` runs it
     in a task the flow owns and drains it on exit. When the connection closes for good,
