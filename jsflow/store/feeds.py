@@ -88,8 +88,8 @@ class FeedCloser:
 
 
 class OrderedFeed:
-    """An ordered consumer on ``subject`` (one subject, or several) that resumes promptly,
-    exactly where it left off.
+    """An ordered consumer on ``subjects`` (one or several) that resumes promptly, exactly
+    where it left off.
 
     nats-py re-creates an ordered consumer only after two missed idle heartbeats (2-4 s
     after a server restart). A feed also listens for the client's reconnects and then, at
@@ -107,7 +107,7 @@ class OrderedFeed:
     def __init__(
         self,
         bucket: Bucket,
-        subject: str | Sequence[str],
+        subjects: Sequence[str],
         policy: api.DeliverPolicy,
         *,
         deliver: Callable[[Msg], None],
@@ -116,7 +116,7 @@ class OrderedFeed:
     ) -> None:
         self._bucket = bucket
         self._start = start_seq  # BY_START_SEQUENCE: the first revision to deliver
-        self.subjects: tuple[str, ...] = (subject,) if isinstance(subject, str) else tuple(subject)
+        self.subjects = tuple(subjects)
         """The subjects its consumer filters on."""
         self.subject = wire.describe(self.subjects)
         """:attr:`subjects` for messages and logs."""

@@ -86,7 +86,7 @@ class ListenerHub(Generic[T]):
         self._listeners: dict[str, set[KeyListener[T]]] = {}
         self._feed = OrderedFeed(
             bucket,
-            bucket.subject(">"),
+            (bucket.subject(">"),),
             api.DeliverPolicy.NEW,
             deliver=self._on_msg,
             failed=self._failed,

@@ -22,17 +22,13 @@ __all__ = ["keys", "latest", "scan", "subjects"]
 _PAGE_OVERLAP = 1000  # subjects a page of a paged subject listing re-reads of the last one
 
 
-def _patterns(patterns: str | Sequence[str]) -> tuple[str, ...]:
-    return (patterns,) if isinstance(patterns, str) else tuple(patterns)
-
-
-async def keys(bucket: Bucket, filter: str | Sequence[str]) -> list[str]:
+async def keys(bucket: Bucket, filter: Sequence[str]) -> list[str]:
     """The keys matching the (validated) ``filter`` whose latest entry is not a delete,
     sorted: see :meth:`ObjectStore.keys`. Several patterns: the subjects of each, then one
     scan of all."""
     subjects_now: set[str] = set()
     last_seq = 0
-    for pattern in _patterns(filter):
+    for pattern in filter:
         found, seq = await subjects(bucket, bucket.subject(pattern))
         subjects_now |= found
         last_seq = max(last_seq, seq)
@@ -49,7 +45,7 @@ async def keys(bucket: Bucket, filter: str | Sequence[str]) -> list[str]:
     return sorted(bucket.key_of(s) for s in subjects_now if s not in deleted)
 
 
-async def latest(bucket: Bucket, filter: str | Sequence[str]) -> list[Msg]:
+async def latest(bucket: Bucket, filter: Sequence[str]) -> list[Msg]:
     """The last message of every key matching the (validated) ``filter`` that holds a
     value (deletes, purges and expiry markers left out), in stream order: one pass of one
     short-lived ordered consumer (``LAST_PER_SUBJECT``), however many keys there are."""
@@ -99,15 +95,15 @@ async def subjects(bucket: Bucket, subject: str) -> tuple[set[str], int]:
 
 async def scan(
     bucket: Bucket,
-    pattern: str | Sequence[str],
+    patterns: Sequence[str],
     policy: api.DeliverPolicy,
     *,
     headers_only: bool = False,
     until: int | None = None,
 ) -> list[Msg]:
-    """Read what matches ``pattern`` (one or several) up to now (or up to stream sequence
-    ``until``) through a short-lived ordered consumer."""
-    wanted = [bucket.subject(p) for p in _patterns(pattern)]
+    """Read what matches ``patterns`` up to now (or up to stream sequence ``until``) through
+    a short-lived ordered consumer."""
+    wanted = [bucket.subject(p) for p in patterns]
     client = bucket.connection
     msgs: list[Msg] = []
     sub = await ordered_consumer(

@@ -160,7 +160,7 @@ class ObjectStore(Generic[T]):
     async def history(self, key: str) -> list[Change[T]]:
         """Every retained change of ``key``, oldest first (``history=`` of the bucket)."""
         self._check_key(key)
-        msgs = await listing.scan(self._bucket, key, api.DeliverPolicy.ALL)
+        msgs = await listing.scan(self._bucket, (key,), api.DeliverPolicy.ALL)
         return [self._entries.change(m) for m in msgs]
 
     # -- writes ----------------------------------------------------------------------------
@@ -238,7 +238,7 @@ class ObjectStore(Generic[T]):
         limit = number("older_than", older_than, maximum=MAX_DURATION)
         bucket = self._bucket
         markers = await listing.scan(
-            bucket, ">", api.DeliverPolicy.LAST_PER_SUBJECT, headers_only=True
+            bucket, (">",), api.DeliverPolicy.LAST_PER_SUBJECT, headers_only=True
         )
         now = time.time()
         cleaned = 0

@@ -54,7 +54,7 @@ class Watch(Generic[T]):
         self,
         bucket: Bucket,
         entries: EntryCodec[T],
-        pattern: str | Sequence[str],
+        patterns: Sequence[str],
         policy: api.DeliverPolicy,
         *,
         ignore_deletes: bool = False,
@@ -68,7 +68,7 @@ class Watch(Generic[T]):
         )
         self._feed = OrderedFeed(
             bucket,
-            [bucket.subject(p) for p in ((pattern,) if isinstance(pattern, str) else pattern)],
+            [bucket.subject(p) for p in patterns],
             policy,
             deliver=self._on_msg,
             failed=self._queue.put_nowait,
