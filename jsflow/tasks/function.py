@@ -24,7 +24,7 @@ from jsflow._validate import (
 from jsflow.backoff import Backoff
 from jsflow.coordination import rates
 from jsflow.errors import ConfigError
-from jsflow.observability import optional_span, tracer
+from jsflow.observability import optional_span
 from jsflow.tasks.backend import TaskBackend
 from jsflow.tasks.calls import CallCodec
 from jsflow.tasks.handle import TaskHandle
@@ -234,9 +234,8 @@ class TaskFunction(Generic[P, R]):
             encoded.append(self.codec.encode_args(args, kwargs))
         backend = await self.app.backend()
         states = []
-        with tracer().start_as_current_span("jsflow.tasks.submit_many") as span:
-            span.set_attribute("jsflow.task", self.name)
-            span.set_attribute("jsflow.tasks", len(encoded))
+        attributes = {"jsflow.task": self.name, "jsflow.tasks": len(encoded)}
+        with optional_span("jsflow.tasks.submit_many", attributes):
             for payload in encoded:
                 task_id = uuid.uuid4().hex
                 data, ref = await backend.payloads.put(f"{task_id}.args", payload)
