@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jsflow
 from jsflow.tasks.app import App
+from jsflow.tasks.function import TaskFunction
 from tests.support.names import uniq
 from tests.support.polling import eventually
 
@@ -52,6 +53,17 @@ async def _stop(proc: asyncio.subprocess.Process) -> int:
         raise
 
 
+def _submitter(client: jsflow.Client, name: str) -> TaskFunction[[float], str]:
+    """The app's ``whoami`` task as a submitter sees it (the worker processes run it)."""
+    app = App(client, name)
+
+    @app.task(name="whoami")
+    async def whoami(pause: float) -> str:
+        raise AssertionError("run by the worker processes only")
+
+    return whoami
+
+
 async def test_processes_share_the_work_and_stop_together(
     tmp_path: Path, jsflow_server: jsflow.EmbeddedServer, jsflow_client: jsflow.Client
 ) -> None:
@@ -63,12 +75,7 @@ async def test_processes_share_the_work_and_stop_together(
         tmp_path, jsflow_server.url, "--processes", "2", "--concurrency", "1",
         "--ready-file", str(ready),
     )  # fmt: skip
-    app = App(jsflow_client, name)
-
-    @app.task(name="whoami")
-    async def whoami(pause: float) -> str:
-        raise AssertionError("run by the worker processes only")
-
+    whoami = _submitter(jsflow_client, name)
     try:
         async with asyncio.timeout(90):
             await eventually(ready.exists, "every worker process ready", timeout=60)
@@ -92,12 +99,7 @@ async def test_reload_restarts_the_workers_on_the_new_code(
     _write_app(tmp_path, name, "'v1'")
     ready = tmp_path / "ready"
     proc = await _start(tmp_path, jsflow_server.url, "--reload", "--ready-file", str(ready))
-    app = App(jsflow_client, name)
-
-    @app.task(name="whoami")
-    async def whoami(pause: float) -> str:
-        raise AssertionError("run by the worker process only")
-
+    whoami = _submitter(jsflow_client, name)
     try:
         async with asyncio.timeout(90):
             await eventually(ready.exists, "the worker ready", timeout=60)
